@@ -1,0 +1,18 @@
+//! Database migrations of iotbind, applied in order on every start and by `iotbind migrate`.
+//!
+//! One migration per change, never edited once applied: a deployed database only moves
+//! forward, so a fix to an old migration is a new migration.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_create_users;
+
+/// The ordered list of every migration iotbind has ever had.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_create_users::Migration)]
+    }
+}

@@ -1,0 +1,146 @@
+//! The envelope around every request: request id, tracing span, body size limit, JSON errors,
+//! metrics and the access log line.
+//!
+//! One middleware rather than five because they share the same facts (the id, the route, the
+//! final status) and their order matters: the error must be mapped to JSON before its status
+//! is counted, and logged inside the span that carries the request id.
+
+use std::time::Instant;
+
+use poem::http::{HeaderValue, Method, header};
+use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::error::{ApiError, MAX_BODY_BYTES, error_to_api_error, payload_too_large};
+use crate::metrics as app_metrics;
+
+/// Header that carries the request id in and out.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The id of the request being served, for handlers that log or pass it on.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// See the module documentation.
+pub struct RequestEnvelope;
+
+impl<E: Endpoint> Middleware<E> for RequestEnvelope {
+    type Output = RequestEnvelopeEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        RequestEnvelopeEndpoint { inner }
+    }
+}
+
+/// The endpoint [`RequestEnvelope`] wraps around the app.
+pub struct RequestEnvelopeEndpoint<E> {
+    inner: E,
+}
+
+impl<E: Endpoint> Endpoint for RequestEnvelopeEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let started = Instant::now();
+        let request_id = incoming_request_id(&req).unwrap_or_else(|| Uuid::new_v4().to_string());
+        req.extensions_mut().insert(RequestId(request_id.clone()));
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let span = tracing::info_span!("request", id = %request_id, %method, %path);
+
+        async move {
+            let result = match limit_body(&mut req).await {
+                Ok(()) => self.inner.call(req).await.map(IntoResponse::into_response),
+                Err(error) => Err(poem::Error::from(error)),
+            };
+            let mut response = match result {
+                Ok(response) => response,
+                Err(err) => error_answer(err),
+            };
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+
+            let route = response
+                .data::<poem::PathPattern>()
+                .map(|pattern| pattern.0.to_string())
+                .filter(|pattern| !pattern.is_empty())
+                .unwrap_or_else(|| "unmatched".to_owned());
+            let status = response.status().as_u16();
+            let elapsed = started.elapsed();
+            app_metrics::record_http_request(&route, method.as_str(), status, elapsed);
+            tracing::info!(
+                status,
+                route,
+                elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+                "request served"
+            );
+            Ok(response)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Accepts a caller's id when it is short and printable, so it can be logged safely.
+fn incoming_request_id(req: &Request) -> Option<String> {
+    let value = req.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let valid = !value.is_empty()
+        && value.len() <= 128
+        && value.bytes().all(|b| b.is_ascii_graphic());
+    valid.then(|| value.to_owned())
+}
+
+/// Reads at most [`MAX_BODY_BYTES`] of the body, so a huge or endless upload costs us 64 KiB of
+/// memory and gets a 413, whether or not it announced its length.
+async fn limit_body(req: &mut Request) -> Result<(), ApiError> {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(payload_too_large());
+    }
+    let body = req.take_body();
+    match body.into_bytes_limit(MAX_BODY_BYTES).await {
+        Ok(bytes) => {
+            req.set_body(Body::from(bytes));
+            Ok(())
+        }
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => Err(payload_too_large()),
+        Err(err) => Err(ApiError::invalid_request(format!(
+            "the body could not be read: {err}"
+        ))),
+    }
+}
+
+/// The JSON answer for a failure, logging internal errors once with their cause chain.
+fn error_answer(err: poem::Error) -> Response {
+    let path_pattern = err.data::<poem::PathPattern>().cloned();
+    let mut response = match error_to_api_error(&err) {
+        Some(mapped) => log_and_answer(&mapped),
+        None => match err.downcast_ref::<ApiError>() {
+            Some(api_error) => log_and_answer(api_error),
+            None => err.into_response(),
+        },
+    };
+    if let Some(pattern) = path_pattern {
+        response.set_data(pattern);
+    }
+    response
+}
+
+fn log_and_answer(error: &ApiError) -> Response {
+    if error.status().is_server_error() {
+        match error.cause() {
+            Some(cause) => tracing::error!(error = format!("{cause:#}"), "request failed"),
+            None => tracing::error!(error = %error, "request failed"),
+        }
+    }
+    error.to_response()
+}

@@ -1,0 +1,50 @@
+//! The HTTP API: one `#[OpenApi]` struct per resource, assembled into one service with its
+//! spec and Swagger UI. Handlers parse, call a service, and map the result; nothing here
+//! touches the database directly.
+
+pub mod error;
+pub mod middleware;
+pub mod operations;
+
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::state::AppState;
+
+/// Groups of operations in the spec and in Swagger UI.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Health and metrics, for load balancers and Prometheus.
+    Operations,
+}
+
+/// The OpenAPI service of every operation; used by the server and by `iotbind openapi`.
+pub fn openapi_service() -> OpenApiService<operations::OperationsApi, ()> {
+    OpenApiService::new(
+        operations::OperationsApi,
+        "iotbind",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Account binding for WeChat mini program users and command relay to their IoT devices. \
+         Every error is `{\"error\": \"<code>\", \"message\": \"…\"}` with a real HTTP status.",
+    )
+}
+
+/// The spec as served at `/openapi.json` and committed in `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    openapi_service().spec()
+}
+
+/// The whole HTTP app: API, spec, Swagger UI, wrapped in the request envelope.
+pub fn app(state: AppState) -> impl Endpoint {
+    let api = openapi_service();
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .nest("/", api)
+        .data(state)
+        .with(middleware::RequestEnvelope)
+}

@@ -1,0 +1,164 @@
+//! The `iotbind` command line: `serve` (the default), `migrate`, `openapi`, `user create`.
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+
+use crate::config::{ConfigArgs, Settings};
+use crate::entity::users::Role;
+use crate::service::passwords::PasswordHasher;
+use crate::service::users::{self, NewUser, Password, Username};
+use crate::startup::{Application, shutdown_signal};
+use crate::{api, db, logging};
+
+#[derive(Parser, Debug)]
+#[command(name = "iotbind", version, about = "WeChat mini program account binding and IoT device relay")]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI spec (JSON) to stdout.
+    Openapi,
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create an account. The password is prompted for, or read from stdin when piped.
+    Create {
+        #[arg(long)]
+        username: String,
+        /// Discouraged: a password on the command line lands in shell history.
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        nickname: Option<String>,
+        /// Make the account an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// Parses the command line, runs the command, and reports a failure as one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        println!("{}", api::openapi_json());
+        return ExitCode::SUCCESS;
+    }
+    let settings = match Settings::from_args(&cli.config) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("iotbind: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(settings.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("iotbind: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("iotbind: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let connection = db::connect(&settings.database_url).await?;
+            db::migrate(&connection).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", api::openapi_json());
+            Ok(())
+        }
+        Command::User {
+            action:
+                UserCommand::Create {
+                    username,
+                    password,
+                    nickname,
+                    admin,
+                },
+        } => {
+            let username = Username::parse(&username)?;
+            let raw = match password {
+                Some(password) => SecretString::from(password),
+                None => read_password()?,
+            };
+            let password = Password::parse(raw, &username)?;
+            let connection = db::connect(&settings.database_url).await?;
+            db::migrate(&connection).await?;
+            let user = users::create_user(
+                &connection,
+                &PasswordHasher::for_this_machine(),
+                NewUser {
+                    username,
+                    password,
+                    nickname,
+                    role: if admin { Role::Admin } else { Role::User },
+                },
+            )
+            .await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": user.id,
+                    "username": user.username,
+                    "nickname": user.nickname,
+                    "role": if admin { "admin" } else { "user" },
+                })
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Prompts twice on a terminal; otherwise reads the first line of stdin.
+fn read_password() -> anyhow::Result<SecretString> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").context("cannot read the password")?;
+        let again = rpassword::prompt_password("Again: ").context("cannot read the password")?;
+        anyhow::ensure!(first == again, "the two passwords differ");
+        Ok(SecretString::from(first))
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+        let password = line.trim_end_matches(['\r', '\n']).to_owned();
+        anyhow::ensure!(!password.is_empty(), "no password on stdin");
+        Ok(SecretString::from(password))
+    }
+}

@@ -1,0 +1,554 @@
+//! Configuration: `IOTBIND_*` environment variables, overridden by CLI flags, parsed once at
+//! start into typed [`Settings`].
+//!
+//! clap reads both sources (a flag wins over its variable) and hands us raw strings; the typed
+//! parsing happens here so that a bad value fails with one line naming the variable, which is
+//! what an operator looking at a crash-looping container needs.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
+
+/// Fewest bytes accepted for `IOTBIND_JWT_SECRET`: HS256 needs a key at least as long as its
+/// 256-bit output to keep its strength.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// The raw configuration as clap collects it from flags and `IOTBIND_*` variables.
+///
+/// Every field is a string so that [`Settings::from_args`] can name the variable in its error.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "IOTBIND_HTTP_ADDR", global = true)]
+    pub http_addr: Option<String>,
+    /// Database URL: `sqlite://file.db?mode=rwc` or `postgres://user@host/db`.
+    #[arg(long, env = "IOTBIND_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// `embedded` for the in-process broker, or `mqtt://host:port` for an external one.
+    #[arg(long, env = "IOTBIND_MQTT_URL", global = true)]
+    pub mqtt_url: Option<String>,
+    /// Address the embedded MQTT broker listens on.
+    #[arg(long, env = "IOTBIND_MQTT_LISTEN", global = true)]
+    pub mqtt_listen: Option<String>,
+    /// Username of the backend's own connection to an external broker.
+    #[arg(long, env = "IOTBIND_MQTT_USERNAME", global = true)]
+    pub mqtt_username: Option<String>,
+    /// Password of the backend's own connection to an external broker.
+    #[arg(long, env = "IOTBIND_MQTT_PASSWORD", global = true, hide_env_values = true)]
+    pub mqtt_password: Option<String>,
+    /// The mini program's appid.
+    #[arg(long, env = "IOTBIND_WECHAT_APPID", global = true)]
+    pub wechat_appid: Option<String>,
+    /// The mini program's app secret; without one the fake WeChat API runs (development only).
+    #[arg(long, env = "IOTBIND_WECHAT_SECRET", global = true, hide_env_values = true)]
+    pub wechat_secret: Option<String>,
+    /// Base URL of the WeChat API.
+    #[arg(long, env = "IOTBIND_WECHAT_API_BASE", global = true)]
+    pub wechat_api_base: Option<String>,
+    /// `development` or `production`.
+    #[arg(long = "env", env = "IOTBIND_ENV", global = true)]
+    pub environment: Option<String>,
+    /// Key that signs access tokens, at least 32 bytes.
+    #[arg(long, env = "IOTBIND_JWT_SECRET", global = true, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Access token lifetime (seconds, or a duration such as `15m`).
+    #[arg(long, env = "IOTBIND_ACCESS_TTL", global = true)]
+    pub access_ttl: Option<String>,
+    /// Refresh token lifetime (seconds, or a duration such as `30d`).
+    #[arg(long, env = "IOTBIND_REFRESH_TTL", global = true)]
+    pub refresh_ttl: Option<String>,
+    /// Bind ticket lifetime (seconds, or a duration such as `10m`).
+    #[arg(long, env = "IOTBIND_BIND_TICKET_TTL", global = true)]
+    pub bind_ticket_ttl: Option<String>,
+    /// How long a spent refresh token is answered `refresh_token_rotated` instead of revoking.
+    #[arg(long, env = "IOTBIND_REFRESH_REUSE_GRACE", global = true)]
+    pub refresh_reuse_grace: Option<String>,
+    /// Log format: `human` or `json`.
+    #[arg(long, env = "IOTBIND_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+}
+
+/// Whether the server may take development shortcuts (fake WeChat, generated JWT secret).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// Where the backend's MQTT client connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MqttTarget {
+    /// Run the broker in this process, listening on `Settings::mqtt_listen`.
+    Embedded,
+    /// An external broker at this host and port.
+    External { host: String, port: u16 },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Where WeChat's API is: the real one, or the fake this process serves in development.
+#[derive(Debug, Clone)]
+pub enum WechatMode {
+    /// Call the real API with this app secret.
+    Real { secret: SecretString },
+    /// No secret set: serve and use the fake API under `/dev/wechat`.
+    Fake,
+}
+
+/// The validated configuration of one iotbind process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub database_url: String,
+    pub mqtt: MqttTarget,
+    pub mqtt_listen: SocketAddr,
+    pub mqtt_username: Option<String>,
+    pub mqtt_password: Option<SecretString>,
+    pub wechat_appid: String,
+    pub wechat: WechatMode,
+    pub wechat_api_base: String,
+    pub environment: Environment,
+    /// `None` in development means "generate one and keep it".
+    pub jwt_secret: Option<SecretString>,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub bind_ticket_ttl: Duration,
+    pub refresh_reuse_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+/// A configuration value that cannot be used, named by its variable and flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub flag: &'static str,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (--{}): {}", self.variable, self.flag, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The appid the fake WeChat API answers for when none is configured.
+pub const DEV_WECHAT_APPID: &str = "wxdevelopment0000";
+
+impl Settings {
+    /// Parses and checks every value; the first bad one is the error.
+    pub fn from_args(args: &ConfigArgs) -> Result<Settings, ConfigError> {
+        let environment = match args.environment.as_deref().unwrap_or("development") {
+            "development" | "dev" => Environment::Development,
+            "production" | "prod" => Environment::Production,
+            other => {
+                return Err(invalid(
+                    "IOTBIND_ENV",
+                    "env",
+                    format!("{other:?} is neither `development` nor `production`"),
+                ));
+            }
+        };
+
+        let http_addr = socket_addr(
+            "IOTBIND_HTTP_ADDR",
+            "http-addr",
+            args.http_addr.as_deref().unwrap_or("127.0.0.1:8080"),
+        )?;
+        let mqtt_listen = socket_addr(
+            "IOTBIND_MQTT_LISTEN",
+            "mqtt-listen",
+            args.mqtt_listen.as_deref().unwrap_or("127.0.0.1:1883"),
+        )?;
+
+        let database_url = args
+            .database_url
+            .clone()
+            .unwrap_or_else(|| "sqlite://iotbind.db?mode=rwc".to_owned());
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "IOTBIND_DATABASE_URL",
+                "database-url",
+                "expected a `sqlite://…` or `postgres://…` URL".to_owned(),
+            ));
+        }
+
+        let mqtt = mqtt_target(args.mqtt_url.as_deref().unwrap_or("embedded"))?;
+
+        let wechat = match non_empty(&args.wechat_secret) {
+            Some(secret) => WechatMode::Real {
+                secret: SecretString::from(secret.to_owned()),
+            },
+            None => WechatMode::Fake,
+        };
+        let wechat_appid = match non_empty(&args.wechat_appid) {
+            Some(appid) => appid.to_owned(),
+            None if matches!(wechat, WechatMode::Fake) => DEV_WECHAT_APPID.to_owned(),
+            None => {
+                return Err(invalid(
+                    "IOTBIND_WECHAT_APPID",
+                    "wechat-appid",
+                    "required when IOTBIND_WECHAT_SECRET is set".to_owned(),
+                ));
+            }
+        };
+        let wechat_api_base = args
+            .wechat_api_base
+            .clone()
+            .unwrap_or_else(|| "https://api.weixin.qq.com".to_owned());
+        if !(wechat_api_base.starts_with("https://") || wechat_api_base.starts_with("http://")) {
+            return Err(invalid(
+                "IOTBIND_WECHAT_API_BASE",
+                "wechat-api-base",
+                "expected an http(s):// URL".to_owned(),
+            ));
+        }
+
+        let jwt_secret = match non_empty(&args.jwt_secret) {
+            Some(secret) if secret.len() < MIN_JWT_SECRET_BYTES => {
+                return Err(invalid(
+                    "IOTBIND_JWT_SECRET",
+                    "jwt-secret",
+                    format!(
+                        "must be at least {MIN_JWT_SECRET_BYTES} bytes, got {}",
+                        secret.len()
+                    ),
+                ));
+            }
+            Some(secret) => Some(SecretString::from(secret.to_owned())),
+            None => None,
+        };
+
+        let log_format = match args.log_format.as_deref().unwrap_or("human") {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "IOTBIND_LOG_FORMAT",
+                    "log-format",
+                    format!("{other:?} is neither `human` nor `json`"),
+                ));
+            }
+        };
+
+        let settings = Settings {
+            http_addr,
+            database_url,
+            mqtt,
+            mqtt_listen,
+            mqtt_username: non_empty(&args.mqtt_username).map(str::to_owned),
+            mqtt_password: non_empty(&args.mqtt_password)
+                .map(|p| SecretString::from(p.to_owned())),
+            wechat_appid,
+            wechat,
+            wechat_api_base,
+            environment,
+            jwt_secret,
+            access_ttl: duration("IOTBIND_ACCESS_TTL", "access-ttl", &args.access_ttl, 900)?,
+            refresh_ttl: duration(
+                "IOTBIND_REFRESH_TTL",
+                "refresh-ttl",
+                &args.refresh_ttl,
+                30 * 24 * 3600,
+            )?,
+            bind_ticket_ttl: duration(
+                "IOTBIND_BIND_TICKET_TTL",
+                "bind-ticket-ttl",
+                &args.bind_ticket_ttl,
+                600,
+            )?,
+            refresh_reuse_grace: duration(
+                "IOTBIND_REFRESH_REUSE_GRACE",
+                "refresh-reuse-grace",
+                &args.refresh_reuse_grace,
+                10,
+            )?,
+            log_format,
+        };
+        settings.check_production()?;
+        Ok(settings)
+    }
+
+    /// Production refuses every development shortcut, naming the variable that enables it.
+    fn check_production(&self) -> Result<(), ConfigError> {
+        if self.environment != Environment::Production {
+            return Ok(());
+        }
+        if matches!(self.wechat, WechatMode::Fake) {
+            return Err(invalid(
+                "IOTBIND_WECHAT_SECRET",
+                "wechat-secret",
+                "required in production: the fake WeChat API runs only in development".to_owned(),
+            ));
+        }
+        match &self.jwt_secret {
+            None => Err(invalid(
+                "IOTBIND_JWT_SECRET",
+                "jwt-secret",
+                "required in production: a generated development secret is not for real users"
+                    .to_owned(),
+            )),
+            Some(secret) if is_placeholder_secret(secret.expose_secret()) => Err(invalid(
+                "IOTBIND_JWT_SECRET",
+                "jwt-secret",
+                "is the example value from the documentation; generate your own (e.g. `openssl rand -base64 48`)"
+                    .to_owned(),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// True when the fake WeChat API must be served by this process.
+    pub fn wechat_is_fake(&self) -> bool {
+        matches!(self.wechat, WechatMode::Fake)
+    }
+
+    /// Which database backend the URL selects.
+    pub fn database_is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+}
+
+/// The example secret shown in the README, refused in production so a copy-paste cannot ship.
+pub const EXAMPLE_JWT_SECRET: &str = "change-me-to-at-least-32-random-bytes-please";
+
+fn is_placeholder_secret(secret: &str) -> bool {
+    secret == EXAMPLE_JWT_SECRET
+}
+
+fn invalid(variable: &'static str, flag: &'static str, problem: String) -> ConfigError {
+    ConfigError {
+        variable,
+        flag,
+        problem,
+    }
+}
+
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn socket_addr(
+    variable: &'static str,
+    flag: &'static str,
+    value: &str,
+) -> Result<SocketAddr, ConfigError> {
+    SocketAddr::from_str(value.trim()).map_err(|_| {
+        invalid(
+            variable,
+            flag,
+            format!("{value:?} is not an IP address and port such as 127.0.0.1:8080"),
+        )
+    })
+}
+
+fn mqtt_target(value: &str) -> Result<MqttTarget, ConfigError> {
+    let value = value.trim();
+    if value == "embedded" {
+        return Ok(MqttTarget::Embedded);
+    }
+    let bad = || {
+        invalid(
+            "IOTBIND_MQTT_URL",
+            "mqtt-url",
+            format!("{value:?} is neither `embedded` nor `mqtt://host:port`"),
+        )
+    };
+    let rest = value.strip_prefix("mqtt://").ok_or_else(bad)?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().map_err(|_| bad())?),
+        None => (rest, 1883),
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(MqttTarget::External {
+        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        port,
+    })
+}
+
+/// Seconds as a bare integer, or a human duration (`15m`, `30d`); zero is refused.
+fn duration(
+    variable: &'static str,
+    flag: &'static str,
+    value: &Option<String>,
+    default_secs: u64,
+) -> Result<Duration, ConfigError> {
+    let Some(raw) = non_empty(value) else {
+        return Ok(Duration::from_secs(default_secs));
+    };
+    let parsed = match raw.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(raw).map_err(|_| {
+            invalid(
+                variable,
+                flag,
+                format!("{raw:?} is not a number of seconds or a duration such as 15m"),
+            )
+        })?,
+    };
+    if parsed.is_zero() {
+        return Err(invalid(variable, flag, "must be longer than zero".to_owned()));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ConfigArgs {
+        ConfigArgs::default()
+    }
+
+    #[test]
+    fn nothing_set_gives_the_documented_defaults() {
+        let settings = Settings::from_args(&args()).unwrap();
+        assert_eq!(settings.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.database_url, "sqlite://iotbind.db?mode=rwc");
+        assert_eq!(settings.mqtt, MqttTarget::Embedded);
+        assert_eq!(settings.mqtt_listen.to_string(), "127.0.0.1:1883");
+        assert_eq!(settings.environment, Environment::Development);
+        assert!(settings.wechat_is_fake());
+        assert_eq!(settings.access_ttl, Duration::from_secs(900));
+        assert_eq!(settings.refresh_ttl, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(settings.bind_ticket_ttl, Duration::from_secs(600));
+        assert_eq!(settings.refresh_reuse_grace, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_bad_address_names_its_variable() {
+        let err = Settings::from_args(&ConfigArgs {
+            http_addr: Some("localhost".into()),
+            ..args()
+        })
+        .unwrap_err();
+        assert_eq!(err.variable, "IOTBIND_HTTP_ADDR");
+        assert!(err.to_string().starts_with("IOTBIND_HTTP_ADDR (--http-addr)"));
+    }
+
+    #[test]
+    fn durations_accept_seconds_and_human_units() {
+        let settings = Settings::from_args(&ConfigArgs {
+            access_ttl: Some("60".into()),
+            refresh_ttl: Some("7d".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(settings.access_ttl, Duration::from_secs(60));
+        assert_eq!(settings.refresh_ttl, Duration::from_secs(7 * 24 * 3600));
+    }
+
+    #[test]
+    fn a_zero_or_garbage_duration_is_refused() {
+        for bad in ["0", "soon", "-5"] {
+            let err = Settings::from_args(&ConfigArgs {
+                bind_ticket_ttl: Some(bad.into()),
+                ..args()
+            })
+            .unwrap_err();
+            assert_eq!(err.variable, "IOTBIND_BIND_TICKET_TTL", "value {bad}");
+        }
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_in_any_environment() {
+        let err = Settings::from_args(&ConfigArgs {
+            jwt_secret: Some("short".into()),
+            ..args()
+        })
+        .unwrap_err();
+        assert_eq!(err.variable, "IOTBIND_JWT_SECRET");
+    }
+
+    #[test]
+    fn production_refuses_the_fake_wechat_api() {
+        let err = Settings::from_args(&ConfigArgs {
+            environment: Some("production".into()),
+            jwt_secret: Some("x".repeat(40)),
+            ..args()
+        })
+        .unwrap_err();
+        assert_eq!(err.variable, "IOTBIND_WECHAT_SECRET");
+    }
+
+    #[test]
+    fn production_refuses_a_missing_or_example_jwt_secret() {
+        let production = ConfigArgs {
+            environment: Some("production".into()),
+            wechat_appid: Some("wx123".into()),
+            wechat_secret: Some("s3cret".into()),
+            ..args()
+        };
+        let err = Settings::from_args(&production).unwrap_err();
+        assert_eq!(err.variable, "IOTBIND_JWT_SECRET");
+
+        let err = Settings::from_args(&ConfigArgs {
+            jwt_secret: Some(EXAMPLE_JWT_SECRET.into()),
+            ..production.clone()
+        })
+        .unwrap_err();
+        assert_eq!(err.variable, "IOTBIND_JWT_SECRET");
+
+        let ok = Settings::from_args(&ConfigArgs {
+            jwt_secret: Some("a".repeat(48)),
+            ..production
+        });
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn a_wechat_secret_without_an_appid_is_refused() {
+        let err = Settings::from_args(&ConfigArgs {
+            wechat_secret: Some("s3cret".into()),
+            ..args()
+        })
+        .unwrap_err();
+        assert_eq!(err.variable, "IOTBIND_WECHAT_APPID");
+    }
+
+    #[test]
+    fn mqtt_urls_parse_host_and_port() {
+        assert_eq!(
+            mqtt_target("mqtt://broker.local:1884").unwrap(),
+            MqttTarget::External {
+                host: "broker.local".into(),
+                port: 1884
+            }
+        );
+        assert_eq!(
+            mqtt_target("mqtt://127.0.0.1").unwrap(),
+            MqttTarget::External {
+                host: "127.0.0.1".into(),
+                port: 1883
+            }
+        );
+        assert!(mqtt_target("tcp://x:1").is_err());
+        assert!(mqtt_target("mqtt://:1883").is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let settings = Settings::from_args(&ConfigArgs {
+            jwt_secret: Some("super-secret-value-that-is-long-enough!!".into()),
+            ..args()
+        })
+        .unwrap();
+        assert!(!format!("{settings:?}").contains("super-secret-value"));
+    }
+}

@@ -1,0 +1,3 @@
+//! sea-orm entities: one module per table, mirroring the migrations.
+
+pub mod users;

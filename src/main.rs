@@ -1,0 +1,5 @@
+//! The `iotbind` binary; everything lives in the library so tests can drive it.
+
+fn main() -> std::process::ExitCode {
+    iotbind::cli::main()
+}

@@ -1,0 +1,180 @@
+//! Accounts: the username and password rules, and creating an account.
+
+use std::fmt;
+
+use chrono::Utc;
+use sea_orm::{ActiveModelTrait, DatabaseConnection, DbErr, Set, SqlErr};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::passwords::PasswordHasher;
+use crate::entity::users::{self, Role};
+
+/// Why an account could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("invalid username: {0}")]
+    InvalidUsername(&'static str),
+    #[error("weak password: {0}")]
+    WeakPassword(&'static str),
+    #[error("the username is taken")]
+    UsernameTaken,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<DbErr> for UserError {
+    fn from(err: DbErr) -> Self {
+        UserError::Internal(anyhow::Error::new(err).context("database error on users"))
+    }
+}
+
+/// A username that follows the rules: 3–32 of `a-z 0-9 _ . -`, stored lower-case.
+///
+/// Only ASCII letters are folded, so look-alikes such as the Kelvin sign (`K`, which Unicode
+/// lower-cases to `k`) are refused rather than silently merged into another account's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(raw: &str) -> Result<Username, UserError> {
+        let lowered = raw.to_ascii_lowercase();
+        let length = lowered.chars().count();
+        if !(3..=32).contains(&length) {
+            return Err(UserError::InvalidUsername("must be 3 to 32 characters long"));
+        }
+        if !lowered
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+        {
+            return Err(UserError::InvalidUsername(
+                "may contain only letters a-z, digits, '_', '.' and '-'",
+            ));
+        }
+        Ok(Username(lowered))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A password that follows the rules: 8–128 characters (Unicode characters, not bytes), not
+/// only digits, and not the username in any case.
+pub struct Password(SecretString);
+
+impl Password {
+    pub fn parse(raw: SecretString, username: &Username) -> Result<Password, UserError> {
+        let text = raw.expose_secret();
+        let length = text.chars().count();
+        if !(8..=128).contains(&length) {
+            return Err(UserError::WeakPassword("must be 8 to 128 characters long"));
+        }
+        if text.chars().all(|c| c.is_ascii_digit()) {
+            return Err(UserError::WeakPassword("must not be only digits"));
+        }
+        if text.to_lowercase() == username.as_str() {
+            return Err(UserError::WeakPassword("must not be the username"));
+        }
+        Ok(Password(raw))
+    }
+
+    pub fn into_secret(self) -> SecretString {
+        self.0
+    }
+}
+
+/// What it takes to make an account.
+pub struct NewUser {
+    pub username: Username,
+    pub password: Password,
+    pub nickname: Option<String>,
+    pub role: Role,
+}
+
+/// Creates an account; the database's unique index decides a race for one username.
+pub async fn create_user(
+    db: &DatabaseConnection,
+    hasher: &PasswordHasher,
+    new_user: NewUser,
+) -> Result<users::Model, UserError> {
+    let password_hash = hasher.hash(new_user.password.into_secret()).await?;
+    let now = Utc::now();
+    let nickname = new_user
+        .nickname
+        .unwrap_or_else(|| new_user.username.as_str().to_owned());
+    let user = users::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        username: Set(new_user.username.as_str().to_owned()),
+        password_hash: Set(password_hash),
+        nickname: Set(nickname),
+        avatar_url: Set(None),
+        role: Set(new_user.role),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    match user.insert(db).await {
+        Ok(model) => Ok(model),
+        Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            Err(UserError::UsernameTaken)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_owned())
+    }
+
+    #[test]
+    fn usernames_are_stored_lower_case() {
+        assert_eq!(Username::parse("Alice_01").unwrap().as_str(), "alice_01");
+    }
+
+    #[test]
+    fn usernames_outside_3_to_32_characters_are_refused() {
+        assert!(Username::parse("ab").is_err());
+        assert!(Username::parse(&"a".repeat(33)).is_err());
+        assert!(Username::parse(&"a".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn usernames_with_spaces_unicode_or_nul_are_refused() {
+        for bad in ["al ice", "alicé", "al\0ice", "\u{212A}elvin", "bob@x"] {
+            assert!(Username::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn passwords_are_counted_in_characters_not_bytes() {
+        let user = Username::parse("alice").unwrap();
+        // Seven CJK characters are 21 bytes but still too short.
+        assert!(Password::parse(secret("密码密码密码密"), &user).is_err());
+        assert!(Password::parse(secret("密码密码密码密码"), &user).is_ok());
+        assert!(Password::parse(secret(&"密".repeat(128)), &user).is_ok());
+        assert!(Password::parse(secret(&"密".repeat(129)), &user).is_err());
+    }
+
+    #[test]
+    fn all_digit_passwords_are_weak() {
+        let user = Username::parse("alice").unwrap();
+        assert!(Password::parse(secret("12345678"), &user).is_err());
+        assert!(Password::parse(secret("1234567a"), &user).is_ok());
+    }
+
+    #[test]
+    fn the_username_in_any_case_is_a_weak_password() {
+        let user = Username::parse("alice.smith").unwrap();
+        assert!(Password::parse(secret("ALICE.Smith"), &user).is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! Building the application from [`Settings`] (database, listeners, state) and running it
+//! until a shutdown signal.
+//!
+//! Building and running are separate so tests can bind port 0, read the real port, and then
+//! run the server in the background (the zero2prod pattern).
+
+use std::future::Future;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use poem::Server;
+use poem::listener::TcpAcceptor;
+
+use crate::api;
+use crate::config::Settings;
+use crate::db;
+use crate::service::passwords::PasswordHasher;
+use crate::state::AppState;
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A built, not yet running, iotbind server.
+pub struct Application {
+    http: TcpAcceptor,
+    http_addr: SocketAddr,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens and migrates the database and binds the listeners; fails with a message that
+    /// says what to change.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let db = db::connect(&settings.database_url).await?;
+        db::migrate(&db).await?;
+
+        let listener = tokio::net::TcpListener::bind(settings.http_addr)
+            .await
+            .map_err(|err| bind_error(err, settings.http_addr))?;
+        let http_addr = listener
+            .local_addr()
+            .context("cannot read the HTTP listener's address")?;
+        let http = TcpAcceptor::from_tokio(listener)
+            .map_err(|err| anyhow::anyhow!("cannot use the HTTP listener: {err}"))?;
+
+        if settings.wechat_is_fake() {
+            tracing::warn!(
+                "DEVELOPMENT MODE: no IOTBIND_WECHAT_SECRET, so logins use the FAKE WeChat API \
+                 at /dev/wechat. Never expose this server to real users."
+            );
+        }
+
+        let state = AppState {
+            db,
+            settings: Arc::new(settings),
+            passwords: PasswordHasher::for_this_machine(),
+            metrics: crate::metrics::handle(),
+        };
+        Ok(Application {
+            http,
+            http_addr,
+            state,
+        })
+    }
+
+    /// The address the HTTP API listens on (the real port when 0 was asked for).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The shared state, for tests that inspect the database directly.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
+    /// (up to 30 s) and returns.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let upkeep = tokio::spawn(metrics_upkeep(self.state.metrics.clone()));
+        tracing::info!(
+            "iotbind listening on http://{} (Swagger UI at /docs)",
+            self.http_addr
+        );
+        let app = api::app(self.state.clone());
+        let served = Server::new_with_acceptor(self.http)
+            .run_with_graceful_shutdown(app, shutdown, Some(GRACEFUL_SHUTDOWN_TIMEOUT))
+            .await;
+        upkeep.abort();
+        self.state.db.clone().close().await.ok();
+        served.context("HTTP server failed")
+    }
+}
+
+/// The exporter keeps histogram samples until upkeep folds them in; without it they grow.
+async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+fn bind_error(err: std::io::Error, addr: SocketAddr) -> anyhow::Error {
+    if err.kind() == ErrorKind::AddrInUse {
+        anyhow::anyhow!(
+            "cannot listen for HTTP on {addr}: port {} is already in use; set IOTBIND_HTTP_ADDR \
+             (or --http-addr) to a free address, e.g. 127.0.0.1:8081",
+            addr.port()
+        )
+    } else {
+        anyhow::anyhow!("cannot listen for HTTP on {addr}: {err}; check IOTBIND_HTTP_ADDR")
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
