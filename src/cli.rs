@@ -15,7 +15,11 @@ use crate::startup::{Application, shutdown_signal};
 use crate::{api, db, logging};
 
 #[derive(Parser, Debug)]
-#[command(name = "iotbind", version, about = "WeChat mini program account binding and IoT device relay")]
+#[command(
+    name = "iotbind",
+    version,
+    about = "WeChat mini program account binding and IoT device relay"
+)]
 struct Cli {
     #[command(flatten)]
     config: ConfigArgs,

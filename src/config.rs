@@ -38,13 +38,23 @@ pub struct ConfigArgs {
     #[arg(long, env = "IOTBIND_MQTT_USERNAME", global = true)]
     pub mqtt_username: Option<String>,
     /// Password of the backend's own connection to an external broker.
-    #[arg(long, env = "IOTBIND_MQTT_PASSWORD", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "IOTBIND_MQTT_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
     pub mqtt_password: Option<String>,
     /// The mini program's appid.
     #[arg(long, env = "IOTBIND_WECHAT_APPID", global = true)]
     pub wechat_appid: Option<String>,
     /// The mini program's app secret; without one the fake WeChat API runs (development only).
-    #[arg(long, env = "IOTBIND_WECHAT_SECRET", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "IOTBIND_WECHAT_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
     pub wechat_secret: Option<String>,
     /// Base URL of the WeChat API.
     #[arg(long, env = "IOTBIND_WECHAT_API_BASE", global = true)]
@@ -53,7 +63,12 @@ pub struct ConfigArgs {
     #[arg(long = "env", env = "IOTBIND_ENV", global = true)]
     pub environment: Option<String>,
     /// Key that signs access tokens, at least 32 bytes.
-    #[arg(long, env = "IOTBIND_JWT_SECRET", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "IOTBIND_JWT_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
     pub jwt_secret: Option<String>,
     /// Access token lifetime (seconds, or a duration such as `15m`).
     #[arg(long, env = "IOTBIND_ACCESS_TTL", global = true)]
@@ -250,8 +265,7 @@ impl Settings {
             mqtt,
             mqtt_listen,
             mqtt_username: non_empty(&args.mqtt_username).map(str::to_owned),
-            mqtt_password: non_empty(&args.mqtt_password)
-                .map(|p| SecretString::from(p.to_owned())),
+            mqtt_password: non_empty(&args.mqtt_password).map(|p| SecretString::from(p.to_owned())),
             wechat_appid,
             wechat,
             wechat_api_base,
@@ -377,7 +391,10 @@ fn mqtt_target(value: &str) -> Result<MqttTarget, ConfigError> {
         return Err(bad());
     }
     Ok(MqttTarget::External {
-        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
         port,
     })
 }
@@ -403,7 +420,11 @@ fn duration(
         })?,
     };
     if parsed.is_zero() {
-        return Err(invalid(variable, flag, "must be longer than zero".to_owned()));
+        return Err(invalid(
+            variable,
+            flag,
+            "must be longer than zero".to_owned(),
+        ));
     }
     Ok(parsed)
 }
@@ -439,7 +460,10 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.variable, "IOTBIND_HTTP_ADDR");
-        assert!(err.to_string().starts_with("IOTBIND_HTTP_ADDR (--http-addr)"));
+        assert!(
+            err.to_string()
+                .starts_with("IOTBIND_HTTP_ADDR (--http-addr)")
+        );
     }
 
     #[test]

@@ -81,6 +81,9 @@ mod tests {
     #[test]
     fn urls_without_a_password_are_unchanged() {
         assert_eq!(redact_url("postgres://root@db/x"), "postgres://root@db/x");
-        assert_eq!(redact_url("sqlite://iotbind.db?mode=rwc"), "sqlite://iotbind.db?mode=rwc");
+        assert_eq!(
+            redact_url("sqlite://iotbind.db?mode=rwc"),
+            "sqlite://iotbind.db?mode=rwc"
+        );
     }
 }

@@ -78,7 +78,9 @@ impl ApiError {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
-            message: Cow::Borrowed("internal error; the request id in x-request-id helps us find it"),
+            message: Cow::Borrowed(
+                "internal error; the request id in x-request-id helps us find it",
+            ),
             retry_after_secs: None,
             cause: Some(cause),
         }
@@ -124,7 +126,13 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 

@@ -86,9 +86,8 @@ impl<E: Endpoint> Endpoint for RequestEnvelopeEndpoint<E> {
 /// Accepts a caller's id when it is short and printable, so it can be logged safely.
 fn incoming_request_id(req: &Request) -> Option<String> {
     let value = req.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
-    let valid = !value.is_empty()
-        && value.len() <= 128
-        && value.bytes().all(|b| b.is_ascii_graphic());
+    let valid =
+        !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic());
     valid.then(|| value.to_owned())
 }
 

@@ -71,7 +71,10 @@ impl OperationsApi {
                     .collect(),
             }))
         } else {
-            Err(ApiError::unavailable(format!("not ready: {} down", report.down().join(", "))).into())
+            Err(
+                ApiError::unavailable(format!("not ready: {} down", report.down().join(", ")))
+                    .into(),
+            )
         }
     }
 

@@ -87,23 +87,47 @@ mod tests {
     #[tokio::test]
     async fn a_hash_verifies_its_own_password_and_no_other() {
         let hasher = PasswordHasher::new(2);
-        let phc = hasher.hash(SecretString::from("correct horse")).await.unwrap();
+        let phc = hasher
+            .hash(SecretString::from("correct horse"))
+            .await
+            .unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(hasher.verify(SecretString::from("correct horse"), phc.clone()).await.unwrap());
-        assert!(!hasher.verify(SecretString::from("Correct horse"), phc).await.unwrap());
+        assert!(
+            hasher
+                .verify(SecretString::from("correct horse"), phc.clone())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify(SecretString::from("Correct horse"), phc)
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
     async fn the_same_password_gets_a_different_salt_each_time() {
         let hasher = PasswordHasher::new(1);
-        let a = hasher.hash(SecretString::from("same password")).await.unwrap();
-        let b = hasher.hash(SecretString::from("same password")).await.unwrap();
+        let a = hasher
+            .hash(SecretString::from("same password"))
+            .await
+            .unwrap();
+        let b = hasher
+            .hash(SecretString::from("same password"))
+            .await
+            .unwrap();
         assert_ne!(a, b);
     }
 
     #[tokio::test]
     async fn a_corrupt_stored_hash_is_an_error() {
         let hasher = PasswordHasher::new(1);
-        assert!(hasher.verify(SecretString::from("x"), "not-a-hash".into()).await.is_err());
+        assert!(
+            hasher
+                .verify(SecretString::from("x"), "not-a-hash".into())
+                .await
+                .is_err()
+        );
     }
 }

@@ -41,7 +41,9 @@ impl Username {
         let lowered = raw.to_ascii_lowercase();
         let length = lowered.chars().count();
         if !(3..=32).contains(&length) {
-            return Err(UserError::InvalidUsername("must be 3 to 32 characters long"));
+            return Err(UserError::InvalidUsername(
+                "must be 3 to 32 characters long",
+            ));
         }
         if !lowered
             .bytes()

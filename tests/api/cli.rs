@@ -1,0 +1,196 @@
+//! The `iotbind` binary as an operator runs it: configuration errors, commands, signals.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::fresh_database_url;
+
+/// The binary with no inherited `IOTBIND_*` variables, in a scratch folder.
+fn iotbind(dir: &tempfile::TempDir) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_iotbind"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("IOTBIND_") {
+            command.env_remove(key);
+        }
+    }
+    command.current_dir(dir.path());
+    command
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_value_fails_with_one_line_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = iotbind(&dir)
+        .env("IOTBIND_ACCESS_TTL", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("IOTBIND_ACCESS_TTL"), "{err}");
+
+    let output = iotbind(&dir)
+        .args(["--http-addr", "nowhere"])
+        .output()
+        .unwrap();
+    assert!(stderr(&output).contains("IOTBIND_HTTP_ADDR"));
+}
+
+#[test]
+fn production_refuses_to_start_without_a_wechat_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = iotbind(&dir)
+        .env("IOTBIND_ENV", "production")
+        .env("IOTBIND_JWT_SECRET", "p".repeat(40))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("IOTBIND_WECHAT_SECRET"));
+}
+
+#[test]
+fn production_refuses_to_start_without_a_jwt_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = iotbind(&dir)
+        .env("IOTBIND_ENV", "production")
+        .env("IOTBIND_WECHAT_APPID", "wx0123")
+        .env("IOTBIND_WECHAT_SECRET", "secret")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("IOTBIND_JWT_SECRET"));
+}
+
+#[tokio::test]
+async fn a_port_in_use_names_the_port_and_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let output = iotbind(&dir)
+        .env("IOTBIND_DATABASE_URL", fresh_database_url(&dir).await)
+        .env("IOTBIND_HTTP_ADDR", addr.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(last.contains(&addr.port().to_string()), "{err}");
+    assert!(last.contains("IOTBIND_HTTP_ADDR"), "{err}");
+}
+
+#[tokio::test]
+async fn migrate_applies_the_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = iotbind(&dir)
+        .env("IOTBIND_DATABASE_URL", fresh_database_url(&dir).await)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
+}
+
+fn create_user(dir: &tempfile::TempDir, url: &str, username: &str, password: &str) -> Output {
+    let mut child = iotbind(dir)
+        .env("IOTBIND_DATABASE_URL", url)
+        .args(["user", "create", "--username", username, "--admin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn user_create_reads_the_password_from_stdin_and_refuses_a_taken_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(&dir).await;
+
+    let output = create_user(&dir, &url, "Operator", "a long passphrase");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let user: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(user["username"], "operator");
+    assert_eq!(user["role"], "admin");
+    assert!(uuid::Uuid::parse_str(user["id"].as_str().unwrap()).is_ok());
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("a long passphrase"));
+
+    let again = create_user(&dir, &url, "OPERATOR", "another passphrase");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("taken"), "{}", stderr(&again));
+}
+
+#[tokio::test]
+async fn user_create_refuses_a_weak_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(&dir).await;
+    let output = create_user(&dir, &url, "someone", "12345678");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("weak password"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn the_openapi_command_prints_the_committed_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = iotbind(&dir).arg("openapi").output().unwrap();
+    assert!(output.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
+    let committed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(printed == committed, "openapi/openapi.json is stale");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_with_exit_code_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = iotbind(&dir)
+        .env("IOTBIND_DATABASE_URL", fresh_database_url(&dir).await)
+        .env("IOTBIND_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("IOTBIND_MQTT_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let started = Instant::now();
+    let live = format!("http://127.0.0.1:{port}/health/live");
+    while reqwest::get(&live).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,178 @@
+//! `spawn_app()`: the real server on port 0 with a fresh database, and a client for it.
+//!
+//! The database is a new SQLite file in a temporary folder, or, when
+//! `IOTBIND_TEST_DATABASE_URL` names a PostgreSQL server, a new database created on it for
+//! this test alone, so tests never see each other's rows.
+
+use std::sync::LazyLock;
+
+use iotbind::config::{ConfigArgs, Settings};
+use iotbind::startup::Application;
+use iotbind::state::AppState;
+use sea_orm::{ConnectionTrait, Database};
+use tokio::sync::oneshot;
+
+/// Set `TEST_LOG=1` to see the server's logs while tests run.
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        iotbind::logging::init(iotbind::config::LogFormat::Human);
+    }
+});
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the server with development defaults, port 0 and a fresh database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(ConfigArgs::default()).await
+}
+
+/// Like [`spawn_app`], with some configuration changed.
+pub async fn spawn_app_with(mut args: ConfigArgs) -> TestApp {
+    LazyLock::force(&TRACING);
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let database_url = fresh_database_url(&dir).await;
+    args.http_addr
+        .get_or_insert_with(|| "127.0.0.1:0".to_owned());
+    args.mqtt_listen
+        .get_or_insert_with(|| "127.0.0.1:0".to_owned());
+    args.database_url = Some(database_url);
+    let settings = Settings::from_args(&args).expect("test settings are valid");
+
+    let app = Application::build(settings).await.expect("the app builds");
+    let address = format!("http://{}", app.http_addr());
+    let state = app.state().clone();
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("HTTP client"),
+        state,
+        shutdown: Some(shutdown),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+/// A new SQLite file, or a new database on the PostgreSQL server of
+/// `IOTBIND_TEST_DATABASE_URL`.
+pub async fn fresh_database_url(dir: &tempfile::TempDir) -> String {
+    match std::env::var("IOTBIND_TEST_DATABASE_URL") {
+        Ok(base) if !base.is_empty() => {
+            let name = format!("iotbind_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = Database::connect(base.as_str())
+                .await
+                .expect("IOTBIND_TEST_DATABASE_URL answers");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create a test database");
+            admin.close().await.ok();
+            let (server, _) = base
+                .rsplit_once('/')
+                .expect("IOTBIND_TEST_DATABASE_URL ends in /<database>");
+            format!("{server}/{name}")
+        }
+        _ => format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("iotbind.db").display()
+        ),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Sends `body` as is, with the given content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Signals shutdown and waits for the server to finish its in-flight requests.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await.expect("server task finished"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Asserts the DESIGN §3 error shape and returns the parsed body.
+pub async fn assert_error(
+    response: reqwest::Response,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status of {}",
+        response.url()
+    );
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "error answered as {content_type:?}"
+    );
+    let body: serde_json::Value = response.json().await.expect("error body is JSON");
+    assert_eq!(body["error"], code, "error code in {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "a human message in {body}"
+    );
+    assert_eq!(
+        body.as_object().map(|o| o.len()),
+        Some(2),
+        "only error and message in {body}"
+    );
+    body
+}

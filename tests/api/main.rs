@@ -1,0 +1,8 @@
+//! Integration tests: each spawns the whole server on port 0 with its own database and talks
+//! to it over HTTP (and runs the `iotbind` binary for the CLI), as a client would.
+
+mod cli;
+mod errors;
+mod helpers;
+mod openapi;
+mod operations;

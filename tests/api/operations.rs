@@ -1,0 +1,114 @@
+//! `/health/live`, `/health/ready`, `/metrics`, request ids and graceful shutdown.
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn liveness_answers_live() {
+    let app = spawn_app().await;
+    let response = app.get("/health/live").await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "live");
+}
+
+#[tokio::test]
+async fn readiness_reports_the_database_up() {
+    let app = spawn_app().await;
+    let response = app.get("/health/ready").await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"][0]["name"], "database");
+    assert_eq!(body["checks"][0]["state"], "up");
+}
+
+#[tokio::test]
+async fn readiness_is_503_unavailable_when_the_database_is_gone() {
+    let app = spawn_app().await;
+    app.state.db.clone().close().await.unwrap();
+    let response = app.get("/health/ready").await;
+    let body = crate::helpers::assert_error(response, 503, "unavailable").await;
+    assert!(body["message"].as_str().unwrap().contains("database"));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let app = spawn_app().await;
+    app.get("/health/live").await;
+    app.get("/no/such/path").await;
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains(r#"http_requests_total{route="/health/live",method="GET",status="200"}"#)
+    );
+    assert!(text.contains(r#"http_requests_total{route="unmatched",method="GET",status="404"}"#));
+    assert!(text.contains("# TYPE http_request_duration_seconds histogram"));
+    assert!(text.contains(
+        r#"http_request_duration_seconds_bucket{route="/health/live",method="GET",le="0.001"}"#
+    ));
+}
+
+#[tokio::test]
+async fn every_response_carries_a_generated_request_id() {
+    let app = spawn_app().await;
+    let first = app.get("/health/live").await;
+    let second = app.get("/nothing-here").await;
+    let a = first.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let b = second.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(uuid::Uuid::parse_str(&a).is_ok(), "{a} is a UUID");
+    assert_ne!(a, b);
+}
+
+#[tokio::test]
+async fn a_callers_request_id_is_echoed_back() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/health/live"))
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-abc-123");
+}
+
+#[tokio::test]
+async fn an_unprintable_request_id_is_replaced() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/health/live"))
+        .header("x-request-id", "a b\tc")
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok());
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_at_docs() {
+    let app = spawn_app().await;
+    let response = app.get("/docs/").await;
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("swagger"));
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_server_cleanly() {
+    let app = spawn_app().await;
+    let address = app.address.clone();
+    app.stop().await.expect("server exits without error");
+    let after = reqwest::get(format!("{address}/health/live")).await;
+    assert!(after.is_err(), "nothing listens after shutdown");
+}
