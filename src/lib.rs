@@ -14,6 +14,8 @@
 //! - [`service`]: the rules (accounts, passwords, health), each module with its error enum.
 //! - [`entity`]: the sea-orm tables; the schema itself lives in the `migration` crate.
 //! - [`db`]: connecting to SQLite or PostgreSQL and migrating.
+//! - [`wechat`]: the WeChat adapter: code exchange, user info decryption, and the fake WeChat
+//!   API that development mode serves under `/dev/wechat`.
 //! - [`metrics`]: the Prometheus recorder and metric names.
 //! - [`logging`]: tracing output, human or JSON.
 
@@ -27,3 +29,4 @@ pub mod metrics;
 pub mod service;
 pub mod startup;
 pub mod state;
+pub mod wechat;
