@@ -10,6 +10,7 @@ use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::state::AppState;
+use crate::wechat;
 
 /// Groups of operations in the spec and in Swagger UI.
 #[derive(Tags)]
@@ -36,14 +37,23 @@ pub fn openapi_json() -> String {
     openapi_service().spec()
 }
 
-/// The whole HTTP app: API, spec, Swagger UI, wrapped in the request envelope.
+/// The whole HTTP app: API, spec, Swagger UI, wrapped in the request envelope; in development
+/// mode also the fake WeChat API, outside the spec.
 pub fn app(state: AppState) -> impl Endpoint {
     let api = openapi_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
-    Route::new()
-        .at("/openapi.json", spec)
-        .nest("/docs", docs)
+    let mut route = Route::new().at("/openapi.json", spec).nest("/docs", docs);
+    if state.settings.wechat_is_fake() {
+        route = route.nest(
+            wechat::fake::MOUNT_PATH,
+            wechat::fake::routes(
+                state.settings.wechat_appid.clone(),
+                wechat::fake::FAKE_APP_SECRET.to_owned(),
+            ),
+        );
+    }
+    route
         .nest("/", api)
         .data(state)
         .with(middleware::RequestEnvelope)

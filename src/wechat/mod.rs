@@ -2,10 +2,14 @@
 //! mini program forwards, and the fake WeChat API that development mode and tests talk to.
 //!
 //! - [`crypto`]: AES-128-CBC decryption of `wx.getUserInfo` data, with the watermark checks.
+//! - [`fake`]: the same API served by this process under `/dev/wechat` (DESIGN §6), plus the
+//!   helpers a developer needs to play the mini program's part (mint codes, encrypt data,
+//!   inject faults).
 //!
 //! Nothing here logs or returns the app secret or a session key: the secret travels only in
 //! the request to WeChat, and session keys only inside [`secrecy::SecretString`].
 
 pub mod crypto;
+pub mod fake;
 
 pub use crypto::{DecryptError, decrypt_user_info};
