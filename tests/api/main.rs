@@ -6,3 +6,4 @@ mod errors;
 mod helpers;
 mod openapi;
 mod operations;
+mod wechat;
