@@ -123,12 +123,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let password = Password::parse(raw, &username)?;
             let connection = db::connect(&settings.database_url).await?;
             db::migrate(&connection).await?;
+            let password_hash =
+                users::hash_password(&PasswordHasher::for_this_machine(), password).await?;
             let user = users::create_user(
                 &connection,
-                &PasswordHasher::for_this_machine(),
                 NewUser {
                     username,
-                    password,
+                    password_hash,
                     nickname,
                     role: if admin { Role::Admin } else { Role::User },
                 },

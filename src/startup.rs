@@ -17,8 +17,14 @@ use poem::listener::TcpAcceptor;
 use crate::api;
 use crate::config::Settings;
 use crate::db;
+use crate::config::WechatMode;
+use crate::service::code_exchange::CodeExchange;
+use crate::service::credentials::Credentials;
 use crate::service::passwords::PasswordHasher;
+use crate::service::{auth, tokens};
 use crate::state::AppState;
+use crate::wechat::client::WechatClient;
+use crate::wechat::fake::FAKE_APP_SECRET;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,10 +59,33 @@ impl Application {
             );
         }
 
+        let signing_secret = tokens::signing_secret(&db, settings.jwt_secret.as_ref()).await?;
+        let token_service = tokens::TokenService::new(
+            &signing_secret,
+            settings.access_ttl,
+            settings.refresh_ttl,
+            settings.refresh_reuse_grace,
+        );
+        let wechat = match &settings.wechat {
+            WechatMode::Real { secret } => WechatClient::new(
+                &settings.wechat_api_base,
+                &settings.wechat_appid,
+                secret.clone(),
+            )?,
+            // The fake is served by this very process, so the client calls our own listener.
+            WechatMode::Fake => WechatClient::new(
+                &format!("http://{}/dev/wechat", reachable(http_addr)),
+                &settings.wechat_appid,
+                secrecy::SecretString::from(FAKE_APP_SECRET),
+            )?,
+        };
+
         let state = AppState {
             db,
             settings: Arc::new(settings),
-            passwords: PasswordHasher::for_this_machine(),
+            credentials: Credentials::new(PasswordHasher::for_this_machine()),
+            tokens: Arc::new(token_service),
+            code_exchange: Arc::new(CodeExchange::new(wechat)),
             metrics: crate::metrics::handle(),
         };
         Ok(Application {
@@ -83,6 +112,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let upkeep = tokio::spawn(metrics_upkeep(self.state.metrics.clone()));
+        let purge = tokio::spawn(purge_expired(self.state.db.clone()));
         tracing::info!(
             "iotbind listening on http://{} (Swagger UI at /docs)",
             self.http_addr
@@ -92,6 +122,7 @@ impl Application {
             .run_with_graceful_shutdown(app, shutdown, Some(GRACEFUL_SHUTDOWN_TIMEOUT))
             .await;
         upkeep.abort();
+        purge.abort();
         self.state.db.clone().close().await.ok();
         served.context("HTTP server failed")
     }
@@ -103,6 +134,38 @@ async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
     loop {
         tick.tick().await;
         handle.run_upkeep();
+    }
+}
+
+/// Deletes expired bind tickets and refresh families every ten minutes.
+async fn purge_expired(db: sea_orm::DatabaseConnection) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        match (
+            auth::purge_expired_tickets(&db).await,
+            tokens::purge_expired(&db).await,
+        ) {
+            (Ok(tickets), Ok(families)) => {
+                tracing::debug!(tickets, families, "purged expired bind tickets and logins")
+            }
+            (tickets, families) => tracing::warn!(
+                tickets = ?tickets.err(),
+                families = ?families.err().map(|e| e.to_string()),
+                "purging expired credentials failed; will retry"
+            ),
+        }
+    }
+}
+
+/// An address this process can connect to: a wildcard listen address becomes loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
     }
 }
 

@@ -7,13 +7,19 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sea_orm::DatabaseConnection;
 
 use crate::config::Settings;
-use crate::service::passwords::PasswordHasher;
+use crate::service::code_exchange::CodeExchange;
+use crate::service::credentials::Credentials;
+use crate::service::tokens::TokenService;
 
 /// Cheap to clone: every field is a handle.
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
     pub settings: Arc<Settings>,
-    pub passwords: PasswordHasher,
+    /// Password checks with lockout; owns the hasher.
+    pub credentials: Credentials,
+    pub tokens: Arc<TokenService>,
+    /// The WeChat client behind a remembering single-flight front.
+    pub code_exchange: Arc<CodeExchange>,
     pub metrics: PrometheusHandle,
 }

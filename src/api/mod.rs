@@ -2,9 +2,14 @@
 //! spec and Swagger UI. Handlers parse, call a service, and map the result; nothing here
 //! touches the database directly.
 
+pub mod auth;
 pub mod error;
+pub mod me;
 pub mod middleware;
+pub mod models;
 pub mod operations;
+pub mod security;
+mod service_errors;
 
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
@@ -15,14 +20,21 @@ use crate::wechat;
 /// Groups of operations in the spec and in Swagger UI.
 #[derive(Tags)]
 pub enum ApiTags {
+    /// WeChat login, the bind and register pages, password login and tokens.
+    Auth,
+    /// The signed-in user's account.
+    Me,
     /// Health and metrics, for load balancers and Prometheus.
     Operations,
 }
 
+/// Every resource's operations, in the order Swagger UI lists them.
+type Apis = (auth::AuthApi, me::MeApi, operations::OperationsApi);
+
 /// The OpenAPI service of every operation; used by the server and by `iotbind openapi`.
-pub fn openapi_service() -> OpenApiService<operations::OperationsApi, ()> {
+pub fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        operations::OperationsApi,
+        (auth::AuthApi, me::MeApi, operations::OperationsApi),
         "iotbind",
         env!("CARGO_PKG_VERSION"),
     )

@@ -18,6 +18,12 @@ pub struct Model {
     pub role: Role,
     pub created_at: ChronoDateTimeUtc,
     pub updated_at: ChronoDateTimeUtc,
+    /// Wrong passwords in the current lockout window.
+    pub failed_logins: i32,
+    /// When the current lockout window began (unix ms).
+    pub failed_window_start: Option<i64>,
+    /// Password attempts are refused until then (unix ms).
+    pub locked_until: Option<i64>,
 }
 
 /// What an account may do: admins may also provision devices.

@@ -1,5 +1,10 @@
 //! The rules of iotbind, free of HTTP: each module owns one subject and one error enum.
 
+pub mod auth;
+pub mod code_exchange;
+pub mod credentials;
 pub mod health;
+pub mod me;
 pub mod passwords;
+pub mod tokens;
 pub mod users;

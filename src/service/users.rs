@@ -3,7 +3,7 @@
 use std::fmt;
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, DatabaseConnection, DbErr, Set, SqlErr};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, Set, SqlErr};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
@@ -17,6 +17,10 @@ pub enum UserError {
     InvalidUsername(&'static str),
     #[error("weak password: {0}")]
     WeakPassword(&'static str),
+    #[error("invalid nickname: {0}")]
+    InvalidNickname(&'static str),
+    #[error("invalid avatar_url: {0}")]
+    InvalidAvatarUrl(&'static str),
     #[error("the username is taken")]
     UsernameTaken,
     #[error(transparent)]
@@ -92,21 +96,70 @@ impl Password {
     }
 }
 
-/// What it takes to make an account.
+/// A display name: 1–32 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nickname(String);
+
+impl Nickname {
+    pub fn parse(raw: &str) -> Result<Nickname, UserError> {
+        let length = raw.chars().count();
+        if !(1..=32).contains(&length) || raw.trim().is_empty() {
+            return Err(UserError::InvalidNickname("must be 1 to 32 characters"));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(UserError::InvalidNickname(
+                "must not contain control characters",
+            ));
+        }
+        Ok(Nickname(raw.to_owned()))
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// An avatar address: an `https://` URL of at most 512 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvatarUrl(String);
+
+impl AvatarUrl {
+    pub fn parse(raw: &str) -> Result<AvatarUrl, UserError> {
+        if raw.chars().count() > 512 {
+            return Err(UserError::InvalidAvatarUrl("must be at most 512 characters"));
+        }
+        let host = raw.strip_prefix("https://").unwrap_or_default();
+        let host = host.split(['/', '?', '#']).next().unwrap_or_default();
+        if host.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(UserError::InvalidAvatarUrl("must be an https:// URL"));
+        }
+        Ok(AvatarUrl(raw.to_owned()))
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// What it takes to make an account; the password is hashed before, outside any transaction.
 pub struct NewUser {
     pub username: Username,
-    pub password: Password,
+    pub password_hash: String,
     pub nickname: Option<String>,
     pub role: Role,
 }
 
+/// Hashes a new password (on the blocking pool).
+pub async fn hash_password(hasher: &PasswordHasher, password: Password) -> anyhow::Result<String> {
+    hasher.hash(password.into_secret()).await
+}
+
 /// Creates an account; the database's unique index decides a race for one username.
 pub async fn create_user(
-    db: &DatabaseConnection,
-    hasher: &PasswordHasher,
+    db: &impl ConnectionTrait,
     new_user: NewUser,
 ) -> Result<users::Model, UserError> {
-    let password_hash = hasher.hash(new_user.password.into_secret()).await?;
+    let password_hash = new_user.password_hash;
     let now = Utc::now();
     let nickname = new_user
         .nickname
@@ -120,6 +173,9 @@ pub async fn create_user(
         role: Set(new_user.role),
         created_at: Set(now),
         updated_at: Set(now),
+        failed_logins: Set(0),
+        failed_window_start: Set(None),
+        locked_until: Set(None),
     };
     match user.insert(db).await {
         Ok(model) => Ok(model),
@@ -172,6 +228,26 @@ mod tests {
         let user = Username::parse("alice").unwrap();
         assert!(Password::parse(secret("12345678"), &user).is_err());
         assert!(Password::parse(secret("1234567a"), &user).is_ok());
+    }
+
+    #[test]
+    fn nicknames_are_1_to_32_characters_without_control_characters() {
+        assert!(Nickname::parse("小明").is_ok());
+        assert!(Nickname::parse(&"名".repeat(32)).is_ok());
+        assert!(Nickname::parse(&"名".repeat(33)).is_err());
+        assert!(Nickname::parse("").is_err());
+        assert!(Nickname::parse("   ").is_err());
+        assert!(Nickname::parse("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn avatar_urls_must_be_https_and_at_most_512_characters() {
+        assert!(AvatarUrl::parse("https://thirdwx.qlogo.cn/a/132").is_ok());
+        assert!(AvatarUrl::parse("http://example.com/a.png").is_err());
+        assert!(AvatarUrl::parse("https://").is_err());
+        assert!(AvatarUrl::parse("https://x.com/a b").is_err());
+        let long = format!("https://x.com/{}", "a".repeat(500));
+        assert!(AvatarUrl::parse(&long).is_err());
     }
 
     #[test]

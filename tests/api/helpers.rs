@@ -24,6 +24,7 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub state: AppState,
+    pub database_url: String,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -43,7 +44,7 @@ pub async fn spawn_app_with(mut args: ConfigArgs) -> TestApp {
         .get_or_insert_with(|| "127.0.0.1:0".to_owned());
     args.mqtt_listen
         .get_or_insert_with(|| "127.0.0.1:0".to_owned());
-    args.database_url = Some(database_url);
+    args.database_url = Some(database_url.clone());
     let settings = Settings::from_args(&args).expect("test settings are valid");
 
     let app = Application::build(settings).await.expect("the app builds");
@@ -60,6 +61,7 @@ pub async fn spawn_app_with(mut args: ConfigArgs) -> TestApp {
             .build()
             .expect("HTTP client"),
         state,
+        database_url,
         shutdown: Some(shutdown),
         server: Some(server),
         _dir: dir,
@@ -103,6 +105,117 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// A request with `Authorization: Bearer <token>`.
+    pub fn authed(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+    }
+
+    /// What `wx.login()` would give: a fresh code for `openid` (a new WeChat user if `None`).
+    pub async fn mint_code(&self, openid: Option<&str>) -> (String, String) {
+        let body = match openid {
+            Some(openid) => serde_json::json!({ "openid": openid }),
+            None => serde_json::json!({}),
+        };
+        let minted: serde_json::Value = self
+            .post_json("/dev/wechat/codes", &body)
+            .await
+            .json()
+            .await
+            .expect("the fake mints a code");
+        (
+            minted["code"].as_str().expect("code").to_owned(),
+            minted["openid"].as_str().expect("openid").to_owned(),
+        )
+    }
+
+    /// Makes the fake WeChat API misbehave for the next `count` code exchanges.
+    pub async fn wechat_faults(&self, faults: serde_json::Value) {
+        let response = self.post_json("/dev/wechat/faults", &faults).await;
+        assert_eq!(response.status(), 204, "faults accepted");
+    }
+
+    pub async fn wechat_login(&self, code: &str) -> reqwest::Response {
+        self.post_json("/api/v1/auth/wechat/login", &serde_json::json!({ "code": code }))
+            .await
+    }
+
+    /// A bind ticket for a new WeChat user; returns the ticket and the openid.
+    pub async fn bind_ticket(&self) -> (String, String) {
+        let (code, openid) = self.mint_code(None).await;
+        (self.ticket_for_code(&code).await, openid)
+    }
+
+    /// Logs in with `code`, expecting `bind_required`.
+    pub async fn ticket_for_code(&self, code: &str) -> String {
+        let body: serde_json::Value = self.wechat_login(code).await.json().await.unwrap();
+        assert_eq!(body["status"], "bind_required", "{body}");
+        body["bind_ticket"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn register(&self, ticket: &str, username: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/auth/wechat/register",
+            &serde_json::json!({ "bind_ticket": ticket, "username": username, "password": password }),
+        )
+        .await
+    }
+
+    pub async fn bind(&self, ticket: &str, username: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/auth/wechat/bind",
+            &serde_json::json!({ "bind_ticket": ticket, "username": username, "password": password }),
+        )
+        .await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/auth/login",
+            &serde_json::json!({ "username": username, "password": password }),
+        )
+        .await
+    }
+
+    /// A new WeChat user registered as `username`; returns the `authenticated` body and openid.
+    pub async fn wechat_user(&self, username: &str, password: &str) -> (serde_json::Value, String) {
+        let (ticket, openid) = self.bind_ticket().await;
+        let response = self.register(&ticket, username, password).await;
+        assert_eq!(response.status(), 201);
+        (response.json().await.unwrap(), openid)
+    }
+
+    /// An account without WeChat, made as `iotbind user create` makes it.
+    pub async fn create_user(&self, username: &str, password: &str) {
+        use iotbind::service::users;
+        let username = users::Username::parse(username).unwrap();
+        let password = users::Password::parse(password.to_owned().into(), &username).unwrap();
+        let password_hash = users::hash_password(self.state.credentials.hasher(), password)
+            .await
+            .unwrap();
+        users::create_user(
+            &self.state.db,
+            users::NewUser {
+                username,
+                password_hash,
+                nickname: None,
+                role: iotbind::entity::users::Role::User,
+            },
+        )
+        .await
+        .unwrap();
     }
 
     /// Sends `body` as is, with the given content type.
