@@ -17,14 +17,12 @@ use poem::listener::TcpAcceptor;
 use crate::api;
 use crate::config::Settings;
 use crate::db;
-use crate::config::WechatMode;
 use crate::service::code_exchange::CodeExchange;
 use crate::service::credentials::Credentials;
 use crate::service::passwords::PasswordHasher;
 use crate::service::{auth, tokens};
 use crate::state::AppState;
 use crate::wechat::client::WechatClient;
-use crate::wechat::fake::FAKE_APP_SECRET;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -66,19 +64,7 @@ impl Application {
             settings.refresh_ttl,
             settings.refresh_reuse_grace,
         );
-        let wechat = match &settings.wechat {
-            WechatMode::Real { secret } => WechatClient::new(
-                &settings.wechat_api_base,
-                &settings.wechat_appid,
-                secret.clone(),
-            )?,
-            // The fake is served by this very process, so the client calls our own listener.
-            WechatMode::Fake => WechatClient::new(
-                &format!("http://{}/dev/wechat", reachable(http_addr)),
-                &settings.wechat_appid,
-                secrecy::SecretString::from(FAKE_APP_SECRET),
-            )?,
-        };
+        let wechat = WechatClient::from_settings(&settings, http_addr)?;
 
         let state = AppState {
             db,
@@ -155,17 +141,6 @@ async fn purge_expired(db: sea_orm::DatabaseConnection) {
                 "purging expired credentials failed; will retry"
             ),
         }
-    }
-}
-
-/// An address this process can connect to: a wildcard listen address becomes loopback.
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => {
-            SocketAddr::from(([127, 0, 0, 1], addr.port()))
-        }
-        ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
-        _ => addr,
     }
 }
 

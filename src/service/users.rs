@@ -126,7 +126,9 @@ pub struct AvatarUrl(String);
 impl AvatarUrl {
     pub fn parse(raw: &str) -> Result<AvatarUrl, UserError> {
         if raw.chars().count() > 512 {
-            return Err(UserError::InvalidAvatarUrl("must be at most 512 characters"));
+            return Err(UserError::InvalidAvatarUrl(
+                "must be at most 512 characters",
+            ));
         }
         let host = raw.strip_prefix("https://").unwrap_or_default();
         let host = host.split(['/', '?', '#']).next().unwrap_or_default();

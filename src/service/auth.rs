@@ -1,0 +1,338 @@
+//! Logging in: with a WeChat code (then bind or register when the openid is new), or with a
+//! username and password; and the token lifecycle that follows.
+//!
+//! Races end in the database: a bind ticket is spent by a conditional UPDATE that opens the
+//! transaction, and unique indexes decide two binds of one openid or two registers of one name.
+
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set,
+    SqlErr, TransactionTrait,
+};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::credentials::CredentialError;
+use super::tokens::{TokenError, TokenPair, hash_token, now_ms, random_token};
+use super::users::{self, NewUser, Password, UserError, Username};
+use crate::entity::users::Role;
+use crate::entity::{bind_tickets, users as user_table, wechat_identities};
+use crate::state::AppState;
+use crate::wechat::client::{WechatError, WechatSession};
+
+/// Failed binds after which a ticket dies.
+pub const MAX_TICKET_FAILURES: i32 = 5;
+
+/// Why a login, bind, register or refresh was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error("unknown, used or expired bind ticket")]
+    InvalidBindTicket,
+    #[error("this account is already linked to a WeChat user")]
+    AccountAlreadyBound,
+    #[error("this WeChat user is already linked to an account")]
+    WechatAlreadyBound,
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Wechat(#[from] WechatError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+impl From<DbErr> for AuthError {
+    fn from(err: DbErr) -> Self {
+        AuthError::Token(TokenError::Internal(
+            anyhow::Error::new(err).context("database error on login"),
+        ))
+    }
+}
+
+impl From<anyhow::Error> for AuthError {
+    fn from(err: anyhow::Error) -> Self {
+        AuthError::Token(TokenError::Internal(err))
+    }
+}
+
+/// A logged-in user and their new tokens.
+pub struct Session {
+    pub user: user_table::Model,
+    pub wechat_bound: bool,
+    pub tokens: TokenPair,
+}
+
+/// What a WeChat code leads to.
+pub enum WechatLogin {
+    /// The openid is linked: logged in.
+    Authenticated(Box<Session>),
+    /// The openid is new: bind or register with this ticket.
+    BindRequired {
+        bind_ticket: String,
+        expires_in: u64,
+    },
+}
+
+/// `POST /auth/wechat/login`.
+pub async fn wechat_login(state: &AppState, code: &str) -> Result<WechatLogin, AuthError> {
+    let session = state.code_exchange.exchange(code).await?;
+    let appid = &state.settings.wechat_appid;
+    let identity = wechat_identities::Entity::find()
+        .filter(wechat_identities::Column::Appid.eq(appid.as_str()))
+        .filter(wechat_identities::Column::Openid.eq(session.openid.as_str()))
+        .one(&state.db)
+        .await?;
+    match identity {
+        Some(identity) => {
+            // The newest session_key is the one the mini program's encrypted data uses.
+            let mut update = wechat_identities::Entity::update_many()
+                .col_expr(
+                    wechat_identities::Column::SessionKey,
+                    Expr::value(session.session_key.expose_secret().to_owned()),
+                )
+                .col_expr(wechat_identities::Column::UpdatedAt, Expr::value(now_ms()));
+            if let Some(unionid) = &session.unionid {
+                update = update.col_expr(
+                    wechat_identities::Column::Unionid,
+                    Expr::value(unionid.clone()),
+                );
+            }
+            update
+                .filter(wechat_identities::Column::Id.eq(identity.id))
+                .exec(&state.db)
+                .await?;
+            let user = user_table::Entity::find_by_id(identity.user_id)
+                .one(&state.db)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("identity {} has no account", identity.id))?;
+            let tokens = state.tokens.start_family(&state.db, &user).await?;
+            Ok(WechatLogin::Authenticated(Box::new(Session {
+                user,
+                wechat_bound: true,
+                tokens,
+            })))
+        }
+        None => {
+            let bind_ticket = issue_bind_ticket(state, &session).await?;
+            Ok(WechatLogin::BindRequired {
+                bind_ticket,
+                expires_in: state.settings.bind_ticket_ttl.as_secs(),
+            })
+        }
+    }
+}
+
+async fn issue_bind_ticket(state: &AppState, session: &WechatSession) -> Result<String, AuthError> {
+    let ticket = random_token();
+    let now = now_ms();
+    bind_tickets::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        ticket_hash: Set(hash_token(&ticket)),
+        openid: Set(session.openid.clone()),
+        unionid: Set(session.unionid.clone()),
+        session_key: Set(session.session_key.expose_secret().to_owned()),
+        failed_attempts: Set(0),
+        expires_at: Set(now + state.settings.bind_ticket_ttl.as_millis() as i64),
+        spent_at: Set(None),
+        created_at: Set(now),
+    }
+    .insert(&state.db)
+    .await?;
+    Ok(ticket)
+}
+
+/// A live ticket: known, unspent, unexpired, and not worn out by failed binds.
+async fn live_ticket(
+    db: &DatabaseConnection,
+    ticket: &str,
+) -> Result<bind_tickets::Model, AuthError> {
+    bind_tickets::Entity::find()
+        .filter(bind_tickets::Column::TicketHash.eq(hash_token(ticket)))
+        .one(db)
+        .await?
+        .filter(|t| {
+            t.spent_at.is_none()
+                && t.expires_at > now_ms()
+                && t.failed_attempts < MAX_TICKET_FAILURES
+        })
+        .ok_or(AuthError::InvalidBindTicket)
+}
+
+/// `POST /auth/wechat/bind`: links the ticket's openid to an existing account.
+pub async fn bind(
+    state: &AppState,
+    ticket: &str,
+    username: &str,
+    password: SecretString,
+) -> Result<Session, AuthError> {
+    let ticket = live_ticket(&state.db, ticket).await?;
+    let user = match state
+        .credentials
+        .check_login(&state.db, username, password)
+        .await
+    {
+        Ok(user) => user,
+        Err(CredentialError::InvalidCredentials) => {
+            bind_tickets::Entity::update_many()
+                .col_expr(
+                    bind_tickets::Column::FailedAttempts,
+                    Expr::col(bind_tickets::Column::FailedAttempts).add(1),
+                )
+                .filter(bind_tickets::Column::Id.eq(ticket.id))
+                .exec(&state.db)
+                .await?;
+            return Err(CredentialError::InvalidCredentials.into());
+        }
+        Err(other) => return Err(other.into()),
+    };
+
+    let txn = state.db.begin().await?;
+    spend_ticket(&txn, ticket.id).await?;
+    link_identity(&txn, &state.settings.wechat_appid, user.id, &ticket).await?;
+    let tokens = state.tokens.start_family(&txn, &user).await?;
+    txn.commit().await?;
+    Ok(Session {
+        user,
+        wechat_bound: true,
+        tokens,
+    })
+}
+
+/// `POST /auth/wechat/register`: creates an account for the ticket's openid.
+pub async fn register(
+    state: &AppState,
+    ticket: &str,
+    username: &str,
+    password: SecretString,
+    nickname: Option<String>,
+) -> Result<Session, AuthError> {
+    let ticket = live_ticket(&state.db, ticket).await?;
+    let username = Username::parse(username)?;
+    let password = Password::parse(password, &username)?;
+    let nickname = nickname.map(|n| users::Nickname::parse(&n)).transpose()?;
+    let password_hash = users::hash_password(state.credentials.hasher(), password).await?;
+
+    let txn = state.db.begin().await?;
+    spend_ticket(&txn, ticket.id).await?;
+    let user = users::create_user(
+        &txn,
+        NewUser {
+            username,
+            password_hash,
+            nickname: nickname.map(users::Nickname::into_inner),
+            role: Role::User,
+        },
+    )
+    .await?;
+    link_identity(&txn, &state.settings.wechat_appid, user.id, &ticket).await?;
+    let tokens = state.tokens.start_family(&txn, &user).await?;
+    txn.commit().await?;
+    Ok(Session {
+        user,
+        wechat_bound: true,
+        tokens,
+    })
+}
+
+/// Marks the ticket spent; the first statement of the transaction, so on SQLite it takes the
+/// write lock before anything is read.
+async fn spend_ticket(txn: &sea_orm::DatabaseTransaction, id: Uuid) -> Result<(), AuthError> {
+    let spent = bind_tickets::Entity::update_many()
+        .col_expr(bind_tickets::Column::SpentAt, Expr::value(now_ms()))
+        .filter(bind_tickets::Column::Id.eq(id))
+        .filter(bind_tickets::Column::SpentAt.is_null())
+        .exec(txn)
+        .await?;
+    if spent.rows_affected == 1 {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidBindTicket)
+    }
+}
+
+async fn link_identity(
+    txn: &sea_orm::DatabaseTransaction,
+    appid: &str,
+    user_id: Uuid,
+    ticket: &bind_tickets::Model,
+) -> Result<(), AuthError> {
+    let now = now_ms();
+    let inserted = wechat_identities::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        user_id: Set(user_id),
+        appid: Set(appid.to_owned()),
+        openid: Set(ticket.openid.clone()),
+        unionid: Set(ticket.unionid.clone()),
+        session_key: Set(Some(ticket.session_key.clone())),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(txn)
+    .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(err) => match err.sql_err() {
+            // Which of the two unique indexes refused the row says who was first.
+            Some(SqlErr::UniqueConstraintViolation(detail)) if detail.contains("user") => {
+                Err(AuthError::AccountAlreadyBound)
+            }
+            Some(SqlErr::UniqueConstraintViolation(_)) => Err(AuthError::WechatAlreadyBound),
+            _ => Err(err.into()),
+        },
+    }
+}
+
+/// `POST /auth/login`.
+pub async fn password_login(
+    state: &AppState,
+    username: &str,
+    password: SecretString,
+) -> Result<Session, AuthError> {
+    let user = state
+        .credentials
+        .check_login(&state.db, username, password)
+        .await?;
+    let wechat_bound = is_wechat_bound(state, user.id).await?;
+    let tokens = state.tokens.start_family(&state.db, &user).await?;
+    Ok(Session {
+        user,
+        wechat_bound,
+        tokens,
+    })
+}
+
+/// `POST /auth/refresh`.
+pub async fn refresh(state: &AppState, refresh_token: &str) -> Result<Session, AuthError> {
+    let (tokens, user) = state.tokens.refresh(&state.db, refresh_token).await?;
+    let wechat_bound = is_wechat_bound(state, user.id).await?;
+    Ok(Session {
+        user,
+        wechat_bound,
+        tokens,
+    })
+}
+
+/// Whether the account has a WeChat identity for our app.
+pub async fn is_wechat_bound(state: &AppState, user_id: Uuid) -> Result<bool, DbErr> {
+    Ok(wechat_identities::Entity::find()
+        .filter(wechat_identities::Column::UserId.eq(user_id))
+        .filter(wechat_identities::Column::Appid.eq(state.settings.wechat_appid.as_str()))
+        .one(&state.db)
+        .await?
+        .is_some())
+}
+
+/// Deletes spent and expired bind tickets.
+pub async fn purge_expired_tickets(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    let now = now_ms();
+    Ok(bind_tickets::Entity::delete_many()
+        .filter(
+            bind_tickets::Column::ExpiresAt
+                .lt(now)
+                .or(bind_tickets::Column::SpentAt.is_not_null()),
+        )
+        .exec(db)
+        .await?
+        .rows_affected)
+}

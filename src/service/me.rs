@@ -1,0 +1,225 @@
+//! The signed-in user's own account: profile, password, and their WeChat link.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, TransactionTrait};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::auth::is_wechat_bound;
+use super::credentials::CredentialError;
+use super::tokens::{self, TokenError, now_ms};
+use super::users::{self, AvatarUrl, Nickname, Password, UserError, Username};
+use crate::entity::{users as user_table, wechat_identities};
+use crate::state::AppState;
+use crate::wechat::crypto::{DecryptError, decrypt_user_info};
+
+/// Why a change to the account was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MeError {
+    /// The token names an account that no longer exists.
+    #[error("the account no longer exists")]
+    AccountGone,
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error("the account has no WeChat identity")]
+    NotBound,
+    #[error("the encrypted data is malformed or not for this app: {0}")]
+    InvalidEncryptedData(String),
+    #[error("the session key cannot decrypt this data; log in again")]
+    SessionKeyStale,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<DbErr> for MeError {
+    fn from(err: DbErr) -> Self {
+        MeError::Internal(anyhow::Error::new(err).context("database error on the account"))
+    }
+}
+
+impl From<TokenError> for MeError {
+    fn from(err: TokenError) -> Self {
+        MeError::Internal(anyhow::anyhow!(err).context("cannot revoke refresh tokens"))
+    }
+}
+
+/// An account as its owner sees it.
+pub struct Profile {
+    pub user: user_table::Model,
+    pub wechat_bound: bool,
+}
+
+/// A change to the profile: `None` leaves a field as it is.
+pub struct ProfileChange {
+    pub nickname: Option<String>,
+    /// `Some(None)` clears the avatar.
+    pub avatar_url: Option<Option<String>>,
+}
+
+async fn account(state: &AppState, user_id: Uuid) -> Result<user_table::Model, MeError> {
+    user_table::Entity::find_by_id(user_id)
+        .one(&state.db)
+        .await?
+        .ok_or(MeError::AccountGone)
+}
+
+async fn profile_of(state: &AppState, user: user_table::Model) -> Result<Profile, MeError> {
+    let wechat_bound = is_wechat_bound(state, user.id).await?;
+    Ok(Profile { user, wechat_bound })
+}
+
+/// `GET /me`.
+pub async fn profile(state: &AppState, user_id: Uuid) -> Result<Profile, MeError> {
+    let user = account(state, user_id).await?;
+    profile_of(state, user).await
+}
+
+/// `PATCH /me`: every field is checked before anything is written.
+pub async fn update_profile(
+    state: &AppState,
+    user_id: Uuid,
+    change: ProfileChange,
+) -> Result<Profile, MeError> {
+    let nickname = change
+        .nickname
+        .as_deref()
+        .map(Nickname::parse)
+        .transpose()?;
+    let avatar_url = match change.avatar_url {
+        Some(Some(url)) => Some(Some(AvatarUrl::parse(&url)?.into_inner())),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let mut update = user_table::Entity::update_many()
+        .col_expr(user_table::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(user_table::Column::Id.eq(user_id));
+    if let Some(nickname) = nickname {
+        update = update.col_expr(
+            user_table::Column::Nickname,
+            Expr::value(nickname.into_inner()),
+        );
+    }
+    if let Some(avatar_url) = avatar_url {
+        update = update.col_expr(user_table::Column::AvatarUrl, Expr::value(avatar_url));
+    }
+    if update.exec(&state.db).await?.rows_affected == 0 {
+        return Err(MeError::AccountGone);
+    }
+    profile(state, user_id).await
+}
+
+/// `PUT /me/password`: the new password's rules first, then the current password; success
+/// signs out every session by revoking all refresh families.
+pub async fn change_password(
+    state: &AppState,
+    user_id: Uuid,
+    current: SecretString,
+    new: SecretString,
+) -> Result<(), MeError> {
+    let user = account(state, user_id).await?;
+    let username = Username::parse(&user.username)?;
+    let new = Password::parse(new, &username)?;
+    state.credentials.check(&state.db, &user, current).await?;
+    let hash = users::hash_password(state.credentials.hasher(), new).await?;
+    let txn = state.db.begin().await?;
+    user_table::Entity::update_many()
+        .col_expr(user_table::Column::PasswordHash, Expr::value(hash))
+        .col_expr(user_table::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(user_table::Column::Id.eq(user_id))
+        .exec(&txn)
+        .await?;
+    tokens::revoke_all(&txn, user_id).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// `POST /me/wechat/unbind`: needs the password, so a stolen phone alone cannot move the
+/// account to another WeChat user.
+pub async fn unbind(
+    state: &AppState,
+    user_id: Uuid,
+    password: SecretString,
+) -> Result<(), MeError> {
+    let user = account(state, user_id).await?;
+    state.credentials.check(&state.db, &user, password).await?;
+    let deleted = wechat_identities::Entity::delete_many()
+        .filter(wechat_identities::Column::UserId.eq(user_id))
+        .filter(wechat_identities::Column::Appid.eq(state.settings.wechat_appid.as_str()))
+        .exec(&state.db)
+        .await?;
+    if deleted.rows_affected == 0 {
+        return Err(MeError::NotBound);
+    }
+    Ok(())
+}
+
+/// `POST /me/wechat/profile`: updates nickname, avatar and unionid from WeChat's encrypted
+/// user info, decrypted with the session_key of the latest login.
+pub async fn update_from_wechat(
+    state: &AppState,
+    user_id: Uuid,
+    encrypted_data: &str,
+    iv: &str,
+    now: DateTime<Utc>,
+) -> Result<Profile, MeError> {
+    let identity = wechat_identities::Entity::find()
+        .filter(wechat_identities::Column::UserId.eq(user_id))
+        .filter(wechat_identities::Column::Appid.eq(state.settings.wechat_appid.as_str()))
+        .one(&state.db)
+        .await?
+        .ok_or(MeError::NotBound)?;
+    let session_key = identity
+        .session_key
+        .clone()
+        .ok_or(MeError::SessionKeyStale)?;
+    let info = decrypt_user_info(
+        &session_key,
+        encrypted_data,
+        iv,
+        &state.settings.wechat_appid,
+        now,
+    )
+    .map_err(|err| match err {
+        DecryptError::Undecryptable => MeError::SessionKeyStale,
+        other => MeError::InvalidEncryptedData(other.to_string()),
+    })?;
+
+    // WeChat's data is authoritative but not bound by our rules: a long nickname is cut to
+    // fit, and an avatar that is not https is left out rather than failing the whole update.
+    let nickname = info["nickName"]
+        .as_str()
+        .map(|n| {
+            n.chars()
+                .filter(|c| !c.is_control())
+                .take(32)
+                .collect::<String>()
+        })
+        .filter(|n| Nickname::parse(n).is_ok());
+    let avatar_url = info["avatarUrl"]
+        .as_str()
+        .and_then(|url| AvatarUrl::parse(url).ok())
+        .map(|url| Some(url.into_inner()));
+    if let Some(unionid) = info["unionId"].as_str() {
+        wechat_identities::Entity::update_many()
+            .col_expr(
+                wechat_identities::Column::Unionid,
+                Expr::value(unionid.to_owned()),
+            )
+            .col_expr(wechat_identities::Column::UpdatedAt, Expr::value(now_ms()))
+            .filter(wechat_identities::Column::Id.eq(identity.id))
+            .exec(&state.db)
+            .await?;
+    }
+    update_profile(
+        state,
+        user_id,
+        ProfileChange {
+            nickname,
+            avatar_url,
+        },
+    )
+    .await
+}
