@@ -10,6 +10,7 @@ pub mod models;
 pub mod operations;
 pub mod security;
 mod service_errors;
+pub mod text;
 
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};

@@ -1,0 +1,294 @@
+//! `/api/v1/auth/…`: WeChat login, the bind and register pages, password login, refresh and
+//! logout.
+
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use secrecy::SecretString;
+
+use super::ApiTags;
+use super::error::ApiFailure;
+use super::models::{Authenticated, BindRequired, WechatLoginResult};
+use super::text::Text;
+use crate::error_docs;
+use crate::service::{auth, tokens};
+use crate::state::AppState;
+
+/// Login, bind, register and the token lifecycle.
+pub struct AuthApi;
+
+/// What `wx.login()` gave the mini program.
+#[derive(Object)]
+#[oai(example)]
+struct WechatLoginRequest {
+    /// The one-time code from `wx.login()`.
+    #[oai(validator(min_length = 1, max_length = 256))]
+    code: Text,
+}
+
+impl Example for WechatLoginRequest {
+    fn example() -> Self {
+        WechatLoginRequest {
+            code: Text::from("0a3Xb7ll2nQfLf4xJ3ml2bMUvQ4Xb7ll"),
+        }
+    }
+}
+
+/// The bind page: link the WeChat user to an existing account.
+#[derive(Object)]
+#[oai(example)]
+struct BindRequest {
+    bind_ticket: Text,
+    username: Text,
+    password: Text,
+}
+
+impl Example for BindRequest {
+    fn example() -> Self {
+        BindRequest {
+            bind_ticket: Text(BindRequired::example().bind_ticket),
+            username: Text::from("alice"),
+            password: Text::from("correct horse battery"),
+        }
+    }
+}
+
+/// The register page: create an account for the WeChat user.
+#[derive(Object)]
+#[oai(example)]
+struct RegisterRequest {
+    bind_ticket: Text,
+    /// 3–32 of `a-z 0-9 _ . -`, case-insensitive, stored lower-case.
+    username: Text,
+    /// 8–128 characters, not only digits, not the username.
+    password: Text,
+    /// 1–32 characters; the username when left out.
+    nickname: Option<Text>,
+}
+
+impl Example for RegisterRequest {
+    fn example() -> Self {
+        RegisterRequest {
+            bind_ticket: Text(BindRequired::example().bind_ticket),
+            username: Text::from("alice"),
+            password: Text::from("correct horse battery"),
+            nickname: Some(Text::from("Alice")),
+        }
+    }
+}
+
+/// Username and password.
+#[derive(Object)]
+#[oai(example)]
+struct LoginRequest {
+    username: Text,
+    password: Text,
+}
+
+impl Example for LoginRequest {
+    fn example() -> Self {
+        LoginRequest {
+            username: Text::from("alice"),
+            password: Text::from("correct horse battery"),
+        }
+    }
+}
+
+/// A refresh token from an earlier login or refresh.
+#[derive(Object)]
+#[oai(example)]
+struct RefreshRequest {
+    refresh_token: Text,
+}
+
+impl Example for RefreshRequest {
+    fn example() -> Self {
+        RefreshRequest {
+            refresh_token: Text(Authenticated::example().refresh_token),
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum Registered {
+    /// The account is created, linked to the WeChat user, and logged in.
+    #[oai(status = 201)]
+    Created(Json<Authenticated>),
+}
+
+#[derive(ApiResponse)]
+enum LoggedOut {
+    /// The login's refresh tokens are revoked (also answered for unknown tokens).
+    #[oai(status = 204)]
+    Done,
+}
+
+error_docs!(WechatLoginErrors {
+    400: "`invalid_request` (malformed body) or `invalid_code` (WeChat does not know the code)",
+    403: "`wechat_denied`: WeChat flags this user as risky",
+    409: "`code_used`: the code was used before and its answer is no longer remembered",
+    413: "`payload_too_large`",
+    429: "`wechat_rate_limited`: WeChat is rate limiting us",
+    502: "`wechat_unavailable`: WeChat timed out, failed or answered garbage",
+});
+
+error_docs!(BindErrors {
+    400: "`invalid_request`: malformed body",
+    401: "`invalid_bind_ticket` (unknown, used, expired or worn out) or `invalid_credentials`",
+    409: "`account_already_bound` or `wechat_already_bound`",
+    413: "`payload_too_large`",
+    429: "`too_many_attempts`: the account is locked after 5 wrong passwords",
+});
+
+error_docs!(RegisterErrors {
+    400: "`invalid_request`: malformed body",
+    401: "`invalid_bind_ticket`",
+    409: "`username_taken` or `wechat_already_bound`",
+    413: "`payload_too_large`",
+    422: "`invalid_username`, `weak_password` or `invalid_nickname`",
+});
+
+error_docs!(LoginErrors {
+    400: "`invalid_request`: malformed body",
+    401: "`invalid_credentials`: unknown username or wrong password (the same answer)",
+    413: "`payload_too_large`",
+    429: "`too_many_attempts`: the account is locked after 5 wrong passwords",
+});
+
+error_docs!(RefreshErrors {
+    400: "`invalid_request`: malformed body",
+    401: "`invalid_refresh_token` or `refresh_token_reused` (the login is revoked)",
+    409: "`refresh_token_rotated`: another request exchanged it moments ago",
+    413: "`payload_too_large`",
+});
+
+error_docs!(LogoutErrors {
+    400: "`invalid_request`: malformed body",
+    413: "`payload_too_large`",
+});
+
+#[OpenApi(prefix_path = "/api/v1/auth", tag = "ApiTags::Auth")]
+impl AuthApi {
+    /// Log in with a wx.login() code
+    ///
+    /// A WeChat user already linked to an account is logged in (`authenticated`). A new one
+    /// gets a bind ticket (`bind_required`): the mini program then shows its bind page or its
+    /// register page. Sending the same code again within 60 s is answered afresh from WeChat's
+    /// remembered answer.
+    #[oai(
+        path = "/wechat/login",
+        method = "post",
+        operation_id = "auth_wechat_login"
+    )]
+    async fn wechat_login(
+        &self,
+        state: Data<&AppState>,
+        body: Json<WechatLoginRequest>,
+    ) -> Result<Json<WechatLoginResult>, ApiFailure<WechatLoginErrors>> {
+        Ok(Json(match auth::wechat_login(&state, &body.code).await? {
+            auth::WechatLogin::Authenticated(session) => {
+                WechatLoginResult::Authenticated((*session).into())
+            }
+            auth::WechatLogin::BindRequired {
+                bind_ticket,
+                expires_in,
+            } => WechatLoginResult::BindRequired(BindRequired {
+                status: super::models::BindRequiredStatus::BindRequired,
+                bind_ticket,
+                expires_in,
+            }),
+        }))
+    }
+
+    /// Bind the WeChat user to an existing account
+    ///
+    /// The bind page. A refused attempt leaves the ticket usable, up to 5 failed binds.
+    #[oai(
+        path = "/wechat/bind",
+        method = "post",
+        operation_id = "auth_wechat_bind"
+    )]
+    async fn wechat_bind(
+        &self,
+        state: Data<&AppState>,
+        body: Json<BindRequest>,
+    ) -> Result<Json<Authenticated>, ApiFailure<BindErrors>> {
+        let Json(body) = body;
+        let session = auth::bind(
+            &state,
+            &body.bind_ticket,
+            &body.username,
+            SecretString::from(body.password),
+        )
+        .await?;
+        Ok(Json(session.into()))
+    }
+
+    /// Register a new account for the WeChat user
+    ///
+    /// The register page. Without a nickname, the nickname is the username.
+    #[oai(
+        path = "/wechat/register",
+        method = "post",
+        operation_id = "auth_wechat_register"
+    )]
+    async fn wechat_register(
+        &self,
+        state: Data<&AppState>,
+        body: Json<RegisterRequest>,
+    ) -> Result<Registered, ApiFailure<RegisterErrors>> {
+        let Json(body) = body;
+        let session = auth::register(
+            &state,
+            &body.bind_ticket,
+            &body.username,
+            SecretString::from(body.password),
+            body.nickname.map(Text::into_inner),
+        )
+        .await?;
+        Ok(Registered::Created(Json(session.into())))
+    }
+
+    /// Log in with username and password
+    ///
+    /// For the web console, administrators and tests; the mini program logs in with WeChat.
+    #[oai(path = "/login", method = "post", operation_id = "auth_login")]
+    async fn login(
+        &self,
+        state: Data<&AppState>,
+        body: Json<LoginRequest>,
+    ) -> Result<Json<Authenticated>, ApiFailure<LoginErrors>> {
+        let Json(body) = body;
+        let session =
+            auth::password_login(&state, &body.username, SecretString::from(body.password)).await?;
+        Ok(Json(session.into()))
+    }
+
+    /// Exchange a refresh token for a new token pair
+    ///
+    /// The presented token is spent. Of concurrent refreshes of one token exactly one wins;
+    /// the others get 409 `refresh_token_rotated` and should use the winner's pair.
+    #[oai(path = "/refresh", method = "post", operation_id = "auth_refresh")]
+    async fn refresh(
+        &self,
+        state: Data<&AppState>,
+        body: Json<RefreshRequest>,
+    ) -> Result<Json<Authenticated>, ApiFailure<RefreshErrors>> {
+        let session = auth::refresh(&state, &body.refresh_token).await?;
+        Ok(Json(session.into()))
+    }
+
+    /// Log out
+    ///
+    /// Revokes every refresh token of this login. No bearer token needed.
+    #[oai(path = "/logout", method = "post", operation_id = "auth_logout")]
+    async fn logout(
+        &self,
+        state: Data<&AppState>,
+        body: Json<RefreshRequest>,
+    ) -> Result<LoggedOut, ApiFailure<LogoutErrors>> {
+        tokens::logout(&state.db, &body.refresh_token).await?;
+        Ok(LoggedOut::Done)
+    }
+}
