@@ -117,7 +117,12 @@ impl TestApp {
     }
 
     /// A request with `Authorization: Bearer <token>`.
-    pub fn authed(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+    pub fn authed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
         self.client
             .request(method, self.url(path))
             .bearer_auth(token)
@@ -129,12 +134,14 @@ impl TestApp {
             Some(openid) => serde_json::json!({ "openid": openid }),
             None => serde_json::json!({}),
         };
-        let minted: serde_json::Value = self
-            .post_json("/dev/wechat/codes", &body)
-            .await
-            .json()
-            .await
-            .expect("the fake mints a code");
+        self.mint_code_with(body).await
+    }
+
+    /// `POST /dev/wechat/codes` with `body`; returns `(code, openid)`.
+    pub async fn mint_code_with(&self, body: serde_json::Value) -> (String, String) {
+        let response = self.post_json("/dev/wechat/codes", &body).await;
+        assert_eq!(response.status().as_u16(), 200, "the fake mints a code");
+        let minted: serde_json::Value = response.json().await.expect("JSON");
         (
             minted["code"].as_str().expect("code").to_owned(),
             minted["openid"].as_str().expect("openid").to_owned(),
@@ -148,8 +155,11 @@ impl TestApp {
     }
 
     pub async fn wechat_login(&self, code: &str) -> reqwest::Response {
-        self.post_json("/api/v1/auth/wechat/login", &serde_json::json!({ "code": code }))
-            .await
+        self.post_json(
+            "/api/v1/auth/wechat/login",
+            &serde_json::json!({ "code": code }),
+        )
+        .await
     }
 
     /// A bind ticket for a new WeChat user; returns the ticket and the openid.
@@ -165,7 +175,12 @@ impl TestApp {
         body["bind_ticket"].as_str().unwrap().to_owned()
     }
 
-    pub async fn register(&self, ticket: &str, username: &str, password: &str) -> reqwest::Response {
+    pub async fn register(
+        &self,
+        ticket: &str,
+        username: &str,
+        password: &str,
+    ) -> reqwest::Response {
         self.post_json(
             "/api/v1/auth/wechat/register",
             &serde_json::json!({ "bind_ticket": ticket, "username": username, "password": password }),

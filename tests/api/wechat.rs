@@ -22,24 +22,6 @@ impl TestApp {
         self.state.settings.wechat_appid.clone()
     }
 
-    async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("request sent")
-    }
-
-    /// What `wx.login()` would give: `(code, openid)`.
-    async fn mint_code(&self, body: Value) -> (String, String) {
-        let response = self.post_json("/dev/wechat/codes", &body).await;
-        assert_eq!(response.status().as_u16(), 200);
-        let answer: Value = response.json().await.expect("JSON");
-        let text = |field: &str| answer[field].as_str().expect("a string").to_owned();
-        (text("code"), text("openid"))
-    }
-
     /// jscode2session as our server would call it, answer parsed.
     async fn exchange(&self, code: &str) -> Value {
         self.exchange_with(&self.appid(), FAKE_APP_SECRET, code)
@@ -61,11 +43,6 @@ impl TestApp {
             .expect("request sent");
         assert_eq!(response.status().as_u16(), 200, "WeChat answers 200");
         response.json().await.expect("JSON")
-    }
-
-    async fn set_fault(&self, body: Value) {
-        let response = self.post_json("/dev/wechat/faults", &body).await;
-        assert_eq!(response.status().as_u16(), 204, "faults answer 204");
     }
 
     fn wechat_client(&self) -> WechatClient {
@@ -98,7 +75,7 @@ fn assert_no_secret(err: &WechatError, secret: &str) {
 #[tokio::test]
 async fn the_fake_trades_a_minted_code_for_openid_and_session_key() {
     let app = spawn_app().await;
-    let (code, openid) = app.mint_code(json!({})).await;
+    let (code, openid) = app.mint_code_with(json!({})).await;
     assert_eq!(openid.len(), 28, "a WeChat-like openid: {openid}");
 
     let answer = app.exchange(&code).await;
@@ -113,7 +90,7 @@ async fn the_fake_trades_a_minted_code_for_openid_and_session_key() {
 async fn the_fake_keeps_a_chosen_openid_and_unionid() {
     let app = spawn_app().await;
     let (code, openid) = app
-        .mint_code(json!({"openid": "oChosenOpenid", "unionid": "oChosenUnionid"}))
+        .mint_code_with(json!({"openid": "oChosenOpenid", "unionid": "oChosenUnionid"}))
         .await;
     assert_eq!(openid, "oChosenOpenid");
     let answer = app.exchange(&code).await;
@@ -138,7 +115,7 @@ async fn minting_needs_no_body_at_all() {
 #[tokio::test]
 async fn a_code_traded_twice_gets_40163_the_second_time() {
     let app = spawn_app().await;
-    let (code, _) = app.mint_code(json!({})).await;
+    let (code, _) = app.mint_code_with(json!({})).await;
     assert!(app.exchange(&code).await["openid"].is_string());
     let second = app.exchange(&code).await;
     assert_eq!(errcode(&second), 40163);
@@ -154,7 +131,7 @@ async fn an_unknown_code_gets_40029() {
 #[tokio::test]
 async fn the_wrong_appid_or_secret_gets_wechats_errcodes_and_keeps_the_code() {
     let app = spawn_app().await;
-    let (code, _) = app.mint_code(json!({})).await;
+    let (code, _) = app.mint_code_with(json!({})).await;
     let appid = app.appid();
     assert_eq!(
         errcode(
@@ -173,8 +150,8 @@ async fn the_wrong_appid_or_secret_gets_wechats_errcodes_and_keeps_the_code() {
 #[tokio::test]
 async fn each_minted_code_gives_a_fresh_session_key() {
     let app = spawn_app().await;
-    let (first, openid) = app.mint_code(json!({})).await;
-    let (second, same) = app.mint_code(json!({"openid": openid})).await;
+    let (first, openid) = app.mint_code_with(json!({})).await;
+    let (second, same) = app.mint_code_with(json!({"openid": openid})).await;
     assert_eq!(same, openid);
     let first_key = app.exchange(&first).await["session_key"].clone();
     let second_key = app.exchange(&second).await["session_key"].clone();
@@ -185,7 +162,7 @@ async fn each_minted_code_gives_a_fresh_session_key() {
 #[tokio::test]
 async fn encrypted_data_from_the_fake_decrypts_with_the_users_session_key() {
     let app = spawn_app().await;
-    let (code, openid) = app.mint_code(json!({})).await;
+    let (code, openid) = app.mint_code_with(json!({})).await;
     let session_key = app.exchange(&code).await["session_key"]
         .as_str()
         .unwrap()
@@ -255,8 +232,9 @@ async fn malformed_json_to_the_fake_is_400_invalid_request() {
 #[tokio::test]
 async fn an_errcode_fault_does_not_use_up_the_code() {
     let app = spawn_app().await;
-    let (code, openid) = app.mint_code(json!({})).await;
-    app.set_fault(json!({"errcode": 45011, "count": 1})).await;
+    let (code, openid) = app.mint_code_with(json!({})).await;
+    app.wechat_faults(json!({"errcode": 45011, "count": 1}))
+        .await;
     assert_eq!(errcode(&app.exchange(&code).await), 45011);
     assert_eq!(app.exchange(&code).await["openid"], openid.as_str());
 }
@@ -264,8 +242,8 @@ async fn an_errcode_fault_does_not_use_up_the_code() {
 #[tokio::test]
 async fn a_fault_answers_exactly_its_count_of_calls() {
     let app = spawn_app().await;
-    let (code, _) = app.mint_code(json!({})).await;
-    app.set_fault(json!({"errcode": -1, "count": 2})).await;
+    let (code, _) = app.mint_code_with(json!({})).await;
+    app.wechat_faults(json!({"errcode": -1, "count": 2})).await;
     assert_eq!(errcode(&app.exchange(&code).await), -1);
     assert_eq!(errcode(&app.exchange(&code).await), -1);
     assert!(app.exchange(&code).await["openid"].is_string());
@@ -274,18 +252,19 @@ async fn a_fault_answers_exactly_its_count_of_calls() {
 #[tokio::test]
 async fn a_fault_with_count_0_clears_what_is_pending() {
     let app = spawn_app().await;
-    let (code, _) = app.mint_code(json!({})).await;
-    app.set_fault(json!({"errcode": -1, "count": 5})).await;
-    app.set_fault(json!({"count": 0})).await;
+    let (code, _) = app.mint_code_with(json!({})).await;
+    app.wechat_faults(json!({"errcode": -1, "count": 5})).await;
+    app.wechat_faults(json!({"count": 0})).await;
     assert!(app.exchange(&code).await["openid"].is_string());
 }
 
 #[tokio::test]
 async fn a_new_fault_replaces_the_pending_one() {
     let app = spawn_app().await;
-    let (code, _) = app.mint_code(json!({})).await;
-    app.set_fault(json!({"errcode": -1, "count": 5})).await;
-    app.set_fault(json!({"errcode": 40226, "count": 1})).await;
+    let (code, _) = app.mint_code_with(json!({})).await;
+    app.wechat_faults(json!({"errcode": -1, "count": 5})).await;
+    app.wechat_faults(json!({"errcode": 40226, "count": 1}))
+        .await;
     assert_eq!(errcode(&app.exchange(&code).await), 40226);
     assert!(app.exchange(&code).await["openid"].is_string());
 }
@@ -293,8 +272,9 @@ async fn a_new_fault_replaces_the_pending_one() {
 #[tokio::test]
 async fn a_delay_only_fault_answers_normally_after_the_delay() {
     let app = spawn_app().await;
-    let (code, openid) = app.mint_code(json!({})).await;
-    app.set_fault(json!({"delay_ms": 300, "count": 1})).await;
+    let (code, openid) = app.mint_code_with(json!({})).await;
+    app.wechat_faults(json!({"delay_ms": 300, "count": 1}))
+        .await;
     let started = Instant::now();
     let answer = app.exchange(&code).await;
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -327,7 +307,7 @@ async fn the_fake_stays_out_of_the_openapi_spec() {
 #[tokio::test]
 async fn the_client_trades_a_code_for_a_session() {
     let app = spawn_app().await;
-    let (code, openid) = app.mint_code(json!({"unionid": "oUnion"})).await;
+    let (code, openid) = app.mint_code_with(json!({"unionid": "oUnion"})).await;
     let session: WechatSession = app.wechat_client().code_to_session(&code).await.unwrap();
     assert_eq!(session.openid, openid);
     assert_eq!(session.unionid.as_deref(), Some("oUnion"));
@@ -362,7 +342,7 @@ async fn the_client_maps_unknown_and_used_codes() {
         client.code_to_session("never-minted").await,
         Err(WechatError::InvalidCode)
     ));
-    let (code, _) = app.mint_code(json!({})).await;
+    let (code, _) = app.mint_code_with(json!({})).await;
     assert!(client.code_to_session(&code).await.is_ok());
     assert!(matches!(
         client.code_to_session(&code).await,
@@ -374,9 +354,10 @@ async fn the_client_maps_unknown_and_used_codes() {
 async fn the_client_maps_each_refusal_and_never_retries_it() {
     let app = spawn_app().await;
     let client = app.wechat_client();
-    let (code, _) = app.mint_code(json!({})).await;
+    let (code, _) = app.mint_code_with(json!({})).await;
     for refusal in [40029, 40163, 45011, 40226] {
-        app.set_fault(json!({"errcode": refusal, "count": 2})).await;
+        app.wechat_faults(json!({"errcode": refusal, "count": 2}))
+            .await;
         let result = client.code_to_session(&code).await;
         let mapped = matches!(
             (refusal, &result),
@@ -395,8 +376,8 @@ async fn the_client_maps_each_refusal_and_never_retries_it() {
 #[tokio::test]
 async fn errcode_minus_one_twice_is_unavailable_after_exactly_one_retry() {
     let app = spawn_app().await;
-    let (code, openid) = app.mint_code(json!({})).await;
-    app.set_fault(json!({"errcode": -1, "count": 2})).await;
+    let (code, openid) = app.mint_code_with(json!({})).await;
+    app.wechat_faults(json!({"errcode": -1, "count": 2})).await;
     let result = app.wechat_client().code_to_session(&code).await;
     assert!(
         matches!(result, Err(WechatError::Unavailable(_))),
@@ -410,8 +391,8 @@ async fn errcode_minus_one_twice_is_unavailable_after_exactly_one_retry() {
 #[tokio::test]
 async fn errcode_minus_one_once_is_retried_into_a_success() {
     let app = spawn_app().await;
-    let (code, openid) = app.mint_code(json!({})).await;
-    app.set_fault(json!({"errcode": -1, "count": 1})).await;
+    let (code, openid) = app.mint_code_with(json!({})).await;
+    app.wechat_faults(json!({"errcode": -1, "count": 1})).await;
     let session = app.wechat_client().code_to_session(&code).await.unwrap();
     assert_eq!(session.openid, openid);
     assert_eq!(errcode(&app.exchange(&code).await), 40163);
@@ -420,8 +401,9 @@ async fn errcode_minus_one_once_is_retried_into_a_success() {
 #[tokio::test]
 async fn an_unexpected_errcode_is_unavailable_without_a_retry() {
     let app = spawn_app().await;
-    let (code, _) = app.mint_code(json!({})).await;
-    app.set_fault(json!({"errcode": 40001, "count": 2})).await;
+    let (code, _) = app.mint_code_with(json!({})).await;
+    app.wechat_faults(json!({"errcode": 40001, "count": 2}))
+        .await;
     let result = app.wechat_client().code_to_session(&code).await;
     assert!(
         matches!(&result, Err(WechatError::Unavailable(reason)) if reason.contains("40001")),
@@ -433,8 +415,9 @@ async fn an_unexpected_errcode_is_unavailable_without_a_retry() {
 #[tokio::test]
 async fn a_fake_stalling_past_the_budget_makes_the_client_unavailable() {
     let app = spawn_app().await;
-    let (code, _) = app.mint_code(json!({})).await;
-    app.set_fault(json!({"delay_ms": 6000, "count": 2})).await;
+    let (code, _) = app.mint_code_with(json!({})).await;
+    app.wechat_faults(json!({"delay_ms": 6000, "count": 2}))
+        .await;
     let started = Instant::now();
     let result = app.wechat_client().code_to_session(&code).await;
     assert!(
@@ -447,8 +430,9 @@ async fn a_fake_stalling_past_the_budget_makes_the_client_unavailable() {
 #[tokio::test]
 async fn one_stalled_attempt_is_retried_into_a_success() {
     let app = spawn_app().await;
-    let (code, openid) = app.mint_code(json!({})).await;
-    app.set_fault(json!({"delay_ms": 6000, "count": 1})).await;
+    let (code, openid) = app.mint_code_with(json!({})).await;
+    app.wechat_faults(json!({"delay_ms": 6000, "count": 1}))
+        .await;
     let session = app.wechat_client().code_to_session(&code).await.unwrap();
     assert_eq!(session.openid, openid);
 }
@@ -456,7 +440,7 @@ async fn one_stalled_attempt_is_retried_into_a_success() {
 #[tokio::test]
 async fn a_wrong_secret_is_unavailable_and_the_error_never_shows_it() {
     let app = spawn_app().await;
-    let (code, _) = app.mint_code(json!({})).await;
+    let (code, _) = app.mint_code_with(json!({})).await;
     let secret = "not-the-development-secret-4711";
     let err = app
         .wechat_client_with_secret(secret)
@@ -602,11 +586,11 @@ async fn the_client_logs_failures_without_secrets_codes_or_session_keys() {
     let app = spawn_app().await;
     let client = app.wechat_client();
 
-    let (code, _) = app.mint_code(json!({})).await;
+    let (code, _) = app.mint_code_with(json!({})).await;
     let session = client.code_to_session(&code).await.unwrap();
 
-    let (failing_code, _) = app.mint_code(json!({})).await;
-    app.set_fault(json!({"errcode": -1, "count": 2})).await;
+    let (failing_code, _) = app.mint_code_with(json!({})).await;
+    app.wechat_faults(json!({"errcode": -1, "count": 2})).await;
     assert!(client.code_to_session(&failing_code).await.is_err());
 
     let wrong_secret = "wrong-secret-for-the-log-test-31337";
