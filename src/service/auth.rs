@@ -189,14 +189,7 @@ pub async fn bind(
 
     let txn = state.db.begin().await?;
     spend_ticket(&txn, ticket.id).await?;
-    link_identity(&txn, &state.settings.wechat_appid, user.id, &ticket).await?;
-    let tokens = state.tokens.start_family(&txn, &user).await?;
-    txn.commit().await?;
-    Ok(Session {
-        user,
-        wechat_bound: true,
-        tokens,
-    })
+    finish_link(state, txn, user, &ticket).await
 }
 
 /// `POST /auth/wechat/register`: creates an account for the ticket's openid.
@@ -225,7 +218,18 @@ pub async fn register(
         },
     )
     .await?;
-    link_identity(&txn, &state.settings.wechat_appid, user.id, &ticket).await?;
+    finish_link(state, txn, user, &ticket).await
+}
+
+/// Links the ticket's openid to `user`, starts their first login and commits the transaction
+/// that spent the ticket: all of it happens, or none.
+async fn finish_link(
+    state: &AppState,
+    txn: sea_orm::DatabaseTransaction,
+    user: user_table::Model,
+    ticket: &bind_tickets::Model,
+) -> Result<Session, AuthError> {
+    link_identity(&txn, &state.settings.wechat_appid, user.id, ticket).await?;
     let tokens = state.tokens.start_family(&txn, &user).await?;
     txn.commit().await?;
     Ok(Session {

@@ -1,5 +1,7 @@
 //! `/health/live`, `/health/ready`, `/metrics`, request ids and graceful shutdown.
 
+use futures_util::StreamExt;
+
 use crate::helpers::spawn_app;
 
 #[tokio::test]
@@ -111,4 +113,32 @@ async fn shutdown_stops_the_server_cleanly() {
     app.stop().await.expect("server exits without error");
     let after = reqwest::get(format!("{address}/health/live")).await;
     assert!(after.is_err(), "nothing listens after shutdown");
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish() {
+    let app = spawn_app().await;
+    // A body that arrives slowly keeps the request in flight while shutdown begins.
+    let chunks = futures_util::stream::iter(vec![
+        r#"{"username": "nobody", "#.to_owned(),
+        r#""password": "long enough password"}"#.to_owned(),
+    ])
+    .then(|chunk| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        Ok::<_, std::io::Error>(chunk)
+    });
+    let request = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send();
+    let in_flight = tokio::spawn(request);
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    app.stop().await.expect("server exits without error");
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request was answered");
+    crate::helpers::assert_error(response, 401, "invalid_credentials").await;
 }

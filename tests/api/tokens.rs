@@ -301,3 +301,36 @@ async fn tokens_survive_a_restart_in_development() {
     );
     assert_eq!(key_before.len(), 64);
 }
+
+#[tokio::test]
+async fn expired_tickets_and_logins_are_purged() {
+    use iotbind::entity::{bind_tickets, refresh_families, refresh_tokens};
+    use sea_orm::{EntityTrait, PaginatorTrait};
+
+    let app = spawn_app_with(iotbind::config::ConfigArgs {
+        refresh_ttl: Some("1".into()),
+        bind_ticket_ttl: Some("1".into()),
+        ..Default::default()
+    })
+    .await;
+    logged_in(&app, "ivan").await;
+    app.bind_ticket().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // A live login made after the others expired must survive the purge.
+    app.login("ivan", PASSWORD).await;
+
+    let db = &app.state.db;
+    assert_eq!(
+        iotbind::service::auth::purge_expired_tickets(db)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        iotbind::service::tokens::purge_expired(db).await.unwrap(),
+        1
+    );
+    assert_eq!(bind_tickets::Entity::find().count(db).await.unwrap(), 0);
+    assert_eq!(refresh_families::Entity::find().count(db).await.unwrap(), 1);
+    assert_eq!(refresh_tokens::Entity::find().count(db).await.unwrap(), 1);
+}
