@@ -11,7 +11,8 @@
 //!   shutdown signal.
 //! - [`state`]: [`state::AppState`], what handlers and background tasks share.
 //! - [`api`]: HTTP only: the poem-openapi operations, the error shape, the request envelope.
-//! - [`service`]: the rules (accounts, passwords, health), each module with its error enum.
+//! - [`service`]: the rules (WeChat login, bind and register, tokens, lockout, the account,
+//!   health), each module with its error enum.
 //! - [`entity`]: the sea-orm tables; the schema itself lives in the `migration` crate.
 //! - [`db`]: connecting to SQLite or PostgreSQL and migrating.
 //! - [`wechat`]: the WeChat adapter: code exchange, user info decryption, and the fake WeChat
