@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use sea_orm::ActiveEnum;
 use secrecy::SecretString;
 
 use crate::config::{ConfigArgs, Settings};
@@ -141,7 +142,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     "id": user.id,
                     "username": user.username,
                     "nickname": user.nickname,
-                    "role": if admin { "admin" } else { "user" },
+                    "role": user.role.to_value(),
                 })
             );
             Ok(())

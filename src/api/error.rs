@@ -105,7 +105,7 @@ impl ApiError {
         self.cause.as_ref()
     }
 
-    /// The JSON answer; consumes the cause without sending it.
+    /// The JSON answer: status, code and message, never the cause.
     pub fn to_response(&self) -> Response {
         let body = ErrorBody {
             error: self.code.to_owned(),

@@ -120,6 +120,7 @@ impl IntoApiError for AuthError {
             AuthError::User(err) => err.into_api_error(),
             AuthError::Wechat(err) => err.into_api_error(),
             AuthError::Token(err) => err.into_api_error(),
+            AuthError::Internal(err) => ApiError::internal(err),
             AuthError::InvalidBindTicket => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_bind_ticket",

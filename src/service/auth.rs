@@ -40,19 +40,13 @@ pub enum AuthError {
     Wechat(#[from] WechatError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
 }
 
 impl From<DbErr> for AuthError {
     fn from(err: DbErr) -> Self {
-        AuthError::Token(TokenError::Internal(
-            anyhow::Error::new(err).context("database error on login"),
-        ))
-    }
-}
-
-impl From<anyhow::Error> for AuthError {
-    fn from(err: anyhow::Error) -> Self {
-        AuthError::Token(TokenError::Internal(err))
+        AuthError::Internal(anyhow::Error::new(err).context("database error on login"))
     }
 }
 

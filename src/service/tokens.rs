@@ -13,8 +13,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    Set, TransactionTrait,
+    ActiveEnum, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    QueryFilter, Set, TransactionTrait,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -119,7 +119,7 @@ impl TokenService {
         let now = chrono::Utc::now().timestamp();
         let claims = AccessClaims {
             sub: user_id,
-            role: role_name(role).to_owned(),
+            role: role.to_value(),
             iat: now,
             exp: now + self.access_ttl.as_secs() as i64,
             jti: Uuid::new_v4(),
@@ -344,13 +344,6 @@ pub fn random_token() -> String {
 /// and fast to look up.
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::User => "user",
-        Role::Admin => "admin",
-    }
 }
 
 /// Now, in unix milliseconds.

@@ -128,6 +128,21 @@ impl TestApp {
             .bearer_auth(token)
     }
 
+    /// Sends `body` as JSON with a bearer token.
+    pub async fn authed_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.authed(method, path, token)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     /// What `wx.login()` would give: a fresh code for `openid` (a new WeChat user if `None`).
     pub async fn mint_code(&self, openid: Option<&str>) -> (String, String) {
         let body = match openid {

@@ -12,11 +12,8 @@ fn token(session: &Value) -> String {
 }
 
 async fn patch_me(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
-    app.authed(Method::PATCH, "/api/v1/me", token)
-        .json(&body)
-        .send()
+    app.authed_json(Method::PATCH, "/api/v1/me", token, &body)
         .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -94,11 +91,13 @@ async fn change_password(
     current: &str,
     new: &str,
 ) -> reqwest::Response {
-    app.authed(Method::PUT, "/api/v1/me/password", token)
-        .json(&json!({"current_password": current, "new_password": new}))
-        .send()
-        .await
-        .unwrap()
+    app.authed_json(
+        Method::PUT,
+        "/api/v1/me/password",
+        token,
+        &json!({"current_password": current, "new_password": new}),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -154,11 +153,13 @@ async fn the_new_password_rules_are_checked_before_the_current_password() {
 }
 
 async fn unbind(app: &TestApp, token: &str, password: &str) -> reqwest::Response {
-    app.authed(Method::POST, "/api/v1/me/wechat/unbind", token)
-        .json(&json!({"password": password}))
-        .send()
-        .await
-        .unwrap()
+    app.authed_json(
+        Method::POST,
+        "/api/v1/me/wechat/unbind",
+        token,
+        &json!({"password": password}),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -200,11 +201,8 @@ async fn encrypt_for(app: &TestApp, openid: &str, data: Value) -> Value {
 }
 
 async fn send_profile(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
-    app.authed(Method::POST, "/api/v1/me/wechat/profile", token)
-        .json(body)
-        .send()
+    app.authed_json(Method::POST, "/api/v1/me/wechat/profile", token, body)
         .await
-        .unwrap()
 }
 
 #[tokio::test]
