@@ -1,4 +1,5 @@
-//! The `iotbind` command line: `serve` (the default), `migrate`, `openapi`, `user create`.
+//! The `iotbind` command line: `serve` (the default), `migrate`, `openapi`, `user create`,
+//! `device provision`.
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use secrecy::SecretString;
 
 use crate::config::{ConfigArgs, Settings};
 use crate::entity::users::Role;
+use crate::service::devices;
 use crate::service::passwords::PasswordHasher;
 use crate::service::users::{self, NewUser, Password, Username};
 use crate::startup::{Application, shutdown_signal};
@@ -40,6 +42,24 @@ enum Command {
     User {
         #[command(subcommand)]
         action: UserCommand,
+    },
+    /// Manage devices.
+    Device {
+        #[command(subcommand)]
+        action: DeviceCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceCommand {
+    /// Create devices; prints one JSON line per device with its one-time secrets.
+    Provision {
+        /// How many (1–1000).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        count: u32,
+        /// Model name, e.g. `thermo-2`.
+        #[arg(long)]
+        model: Option<String>,
     },
 }
 
@@ -93,6 +113,21 @@ pub fn main() -> ExitCode {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
+        Command::Device {
+            action: DeviceCommand::Provision { count, model },
+        } => {
+            let model = model
+                .as_deref()
+                .map(devices::ModelName::parse)
+                .transpose()?;
+            let connection = db::connect(&settings.database_url).await?;
+            db::migrate(&connection).await?;
+            let created = devices::provision(&connection, count, model).await?;
+            for device in created {
+                println!("{}", serde_json::to_string(&device)?);
+            }
+            Ok(())
+        }
         Command::Serve => {
             let app = Application::build(settings).await?;
             app.run_until_stopped(shutdown_signal()).await

@@ -45,6 +45,10 @@ pub struct ConfigArgs {
         hide_env_values = true
     )]
     pub mqtt_password: Option<String>,
+    /// Group name of the shared telemetry subscription (`$share/<group>/devices/+/telemetry`):
+    /// replicas in one group split the telemetry between them.
+    #[arg(long, env = "IOTBIND_MQTT_SHARE_GROUP", global = true)]
+    pub mqtt_share_group: Option<String>,
     /// The mini program's appid.
     #[arg(long, env = "IOTBIND_WECHAT_APPID", global = true)]
     pub wechat_appid: Option<String>,
@@ -128,6 +132,7 @@ pub struct Settings {
     pub mqtt_listen: SocketAddr,
     pub mqtt_username: Option<String>,
     pub mqtt_password: Option<SecretString>,
+    pub mqtt_share_group: String,
     pub wechat_appid: String,
     pub wechat: WechatMode,
     pub wechat_api_base: String,
@@ -266,6 +271,7 @@ impl Settings {
             mqtt_listen,
             mqtt_username: non_empty(&args.mqtt_username).map(str::to_owned),
             mqtt_password: non_empty(&args.mqtt_password).map(|p| SecretString::from(p.to_owned())),
+            mqtt_share_group: share_group(args.mqtt_share_group.as_deref().unwrap_or("iotbind"))?,
             wechat_appid,
             wechat,
             wechat_api_base,
@@ -367,6 +373,24 @@ fn socket_addr(
             format!("{value:?} is not an IP address and port such as 127.0.0.1:8080"),
         )
     })
+}
+
+/// A share group is one topic level: no separators or wildcards.
+fn share_group(value: &str) -> Result<String, ConfigError> {
+    let valid = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(invalid(
+            "IOTBIND_MQTT_SHARE_GROUP",
+            "mqtt-share-group",
+            format!("{value:?} must be 1–64 of a-z, A-Z, 0-9, `-`, `_`, `.`"),
+        ))
+    }
 }
 
 fn mqtt_target(value: &str) -> Result<MqttTarget, ConfigError> {

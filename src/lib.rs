@@ -27,6 +27,7 @@ pub mod db;
 pub mod entity;
 pub mod logging;
 pub mod metrics;
+pub mod mqtt;
 pub mod service;
 pub mod startup;
 pub mod state;

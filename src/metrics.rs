@@ -15,6 +15,31 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Publishes and subscriptions the embedded broker refused, by `action`.
+pub const MQTT_FORBIDDEN: &str = "iotbind_mqtt_forbidden_total";
+/// Messages the backend received from devices, by `topic` kind.
+pub const MQTT_MESSAGES_IN: &str = "iotbind_mqtt_messages_in_total";
+/// Messages the backend published to devices, by `topic` kind and `outcome`.
+pub const MQTT_MESSAGES_OUT: &str = "iotbind_mqtt_messages_out_total";
+/// 1 while the backend's MQTT connection is up.
+pub const MQTT_CONNECTED: &str = "iotbind_mqtt_connected";
+/// Status and result payloads dropped as invalid, by `topic` and `reason`.
+pub const MQTT_DROPPED: &str = "iotbind_mqtt_dropped_total";
+/// Telemetry rows committed to the database.
+pub const TELEMETRY_ROWS_WRITTEN: &str = "iotbind_telemetry_rows_written_total";
+/// Telemetry messages dropped, by `reason`.
+pub const TELEMETRY_DROPPED: &str = "iotbind_telemetry_dropped_total";
+/// Times the ingestion queue was full and MQTT intake had to wait for the database.
+pub const TELEMETRY_QUEUE_FULL: &str = "iotbind_telemetry_queue_full_total";
+/// Events waiting for the telemetry writer.
+pub const TELEMETRY_QUEUE_DEPTH: &str = "iotbind_telemetry_queue_depth";
+/// Time to write one batch, in seconds.
+pub const TELEMETRY_FLUSH_SECONDS: &str = "iotbind_telemetry_flush_duration_seconds";
+/// Batches that failed to write and were retried.
+pub const TELEMETRY_WRITE_ERRORS: &str = "iotbind_telemetry_write_errors_total";
+/// Commands that reached a final state, by `status`.
+pub const COMMANDS: &str = "iotbind_commands_total";
+
 /// Installs the recorder on first use and returns the handle that renders `/metrics`.
 pub fn handle() -> PrometheusHandle {
     HANDLE

@@ -15,12 +15,16 @@ use poem::Server;
 use poem::listener::TcpAcceptor;
 
 use crate::api;
-use crate::config::Settings;
+use crate::config::{MqttTarget, Settings};
 use crate::db;
+use crate::mqtt::broker::{BackendCredential, EmbeddedBroker};
+use crate::mqtt::client::{ClientConfig, MqttClient};
 use crate::service::code_exchange::CodeExchange;
+use crate::service::commands::{self, CommandRelay};
 use crate::service::credentials::Credentials;
+use crate::service::device_messages::DeviceMessages;
 use crate::service::passwords::PasswordHasher;
-use crate::service::{auth, tokens};
+use crate::service::{auth, devices, telemetry, tokens};
 use crate::state::AppState;
 use crate::wechat::client::WechatClient;
 
@@ -32,6 +36,11 @@ pub struct Application {
     http: TcpAcceptor,
     http_addr: SocketAddr,
     state: AppState,
+    /// Present when the broker runs in this process.
+    broker: Option<EmbeddedBroker>,
+    /// Where devices connect.
+    device_broker: (String, u16),
+    telemetry_writer: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -66,6 +75,58 @@ impl Application {
         );
         let wechat = WechatClient::from_settings(&settings, http_addr)?;
 
+        let (broker, client_config) = match &settings.mqtt {
+            MqttTarget::Embedded => {
+                // A configured credential lets other replicas share this broker; otherwise
+                // only this process's client gets full access.
+                let backend = match (&settings.mqtt_username, &settings.mqtt_password) {
+                    (Some(username), Some(password)) => BackendCredential {
+                        username: username.clone(),
+                        password: password.clone(),
+                    },
+                    _ => BackendCredential::generate(),
+                };
+                let broker =
+                    EmbeddedBroker::start(settings.mqtt_listen, db.clone(), backend.clone())
+                        .await?;
+                let addr = broker.addr();
+                let host = if addr.ip().is_unspecified() {
+                    "127.0.0.1".to_owned()
+                } else {
+                    addr.ip().to_string()
+                };
+                let config = ClientConfig {
+                    host,
+                    port: addr.port(),
+                    username: Some(backend.username),
+                    password: Some(backend.password),
+                    share_group: settings.mqtt_share_group.clone(),
+                };
+                (Some(broker), config)
+            }
+            MqttTarget::External { host, port } => (
+                None,
+                ClientConfig {
+                    host: host.clone(),
+                    port: *port,
+                    username: settings.mqtt_username.clone(),
+                    password: settings.mqtt_password.clone(),
+                    share_group: settings.mqtt_share_group.clone(),
+                },
+            ),
+        };
+        let device_broker = (client_config.host.clone(), client_config.port);
+        let (mqtt, connection) = MqttClient::new(client_config);
+        let command_relay = Arc::new(CommandRelay::new(db.clone(), mqtt.clone()));
+        let (telemetry_queue, telemetry_writer) = telemetry::start_writer(db.clone());
+        mqtt.run(
+            connection,
+            DeviceMessages {
+                queue: telemetry_queue,
+                commands: command_relay.clone(),
+            },
+        );
+
         let state = AppState {
             db,
             settings: Arc::new(settings),
@@ -73,11 +134,16 @@ impl Application {
             tokens: Arc::new(token_service),
             code_exchange: Arc::new(CodeExchange::new(wechat)),
             metrics: crate::metrics::handle(),
+            mqtt,
+            commands: command_relay,
         };
         Ok(Application {
             http,
             http_addr,
             state,
+            broker,
+            device_broker,
+            telemetry_writer,
         })
     }
 
@@ -86,19 +152,25 @@ impl Application {
         self.http_addr
     }
 
+    /// Where devices connect: the embedded broker's real address, or the external broker.
+    pub fn device_broker_addr(&self) -> (String, u16) {
+        self.device_broker.clone()
+    }
+
     /// The shared state, for tests that inspect the database directly.
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
-    /// (up to 30 s) and returns.
+    /// (up to 30 s), stops MQTT intake, writes the pending telemetry batch and returns.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let upkeep = tokio::spawn(metrics_upkeep(self.state.metrics.clone()));
         let purge = tokio::spawn(purge_expired(self.state.db.clone()));
+        let sweeper = tokio::spawn(expire_overdue_commands(self.state.db.clone()));
         tracing::info!(
             "iotbind listening on http://{} (Swagger UI at /docs)",
             self.http_addr
@@ -109,6 +181,15 @@ impl Application {
             .await;
         upkeep.abort();
         purge.abort();
+        sweeper.abort();
+        // Intake stops first; the writer then sees its queue close, flushes and ends.
+        self.state.mqtt.stop().await;
+        if let Err(err) = self.telemetry_writer.await {
+            tracing::error!(error = %err, "the telemetry writer failed at shutdown");
+        }
+        if let Some(broker) = &self.broker {
+            broker.stop();
+        }
         self.state.db.clone().close().await.ok();
         served.context("HTTP server failed")
     }
@@ -128,6 +209,9 @@ async fn purge_expired(db: sea_orm::DatabaseConnection) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
         tick.tick().await;
+        if let Err(err) = devices::purge_old_claim_failures(&db).await {
+            tracing::warn!(error = %err, "purging old failed claims failed; will retry");
+        }
         match (
             auth::purge_expired_tickets(&db).await,
             tokens::purge_expired(&db).await,
@@ -140,6 +224,18 @@ async fn purge_expired(db: sea_orm::DatabaseConnection) {
                 families = ?families.err().map(|e| e.to_string()),
                 "purging expired credentials failed; will retry"
             ),
+        }
+    }
+}
+
+/// Marks commands nobody waits for `timed_out` once they expire, so their final state and
+/// the commands metric do not depend on someone reading them.
+async fn expire_overdue_commands(db: sea_orm::DatabaseConnection) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if let Err(err) = commands::expire_overdue(&db, None).await {
+            tracing::warn!(error = %err, "expiring overdue commands failed; will retry");
         }
     }
 }

@@ -7,7 +7,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sea_orm::DatabaseConnection;
 
 use crate::config::Settings;
+use crate::mqtt::client::MqttClient;
 use crate::service::code_exchange::CodeExchange;
+use crate::service::commands::CommandRelay;
 use crate::service::credentials::Credentials;
 use crate::service::tokens::TokenService;
 
@@ -22,4 +24,8 @@ pub struct AppState {
     /// The WeChat client behind a remembering single-flight front.
     pub code_exchange: Arc<CodeExchange>,
     pub metrics: PrometheusHandle,
+    /// The backend's own MQTT connection; readiness asks it whether it is up.
+    pub mqtt: MqttClient,
+    /// Sends commands to devices and waits for their results.
+    pub commands: Arc<CommandRelay>,
 }

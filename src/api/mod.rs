@@ -2,7 +2,9 @@
 //! spec and Swagger UI. Handlers parse, call a service, and map the result; nothing here
 //! touches the database directly.
 
+pub mod admin;
 pub mod auth;
+pub mod devices;
 pub mod error;
 pub mod me;
 pub mod middleware;
@@ -25,17 +27,33 @@ pub enum ApiTags {
     Auth,
     /// The signed-in user's account.
     Me,
+    /// The user's devices: claiming, telemetry and commands.
+    Devices,
+    /// Operator actions, for admins.
+    Admin,
     /// Health and metrics, for load balancers and Prometheus.
     Operations,
 }
 
 /// Every resource's operations, in the order Swagger UI lists them.
-type Apis = (auth::AuthApi, me::MeApi, operations::OperationsApi);
+type Apis = (
+    auth::AuthApi,
+    me::MeApi,
+    devices::DevicesApi,
+    admin::AdminApi,
+    operations::OperationsApi,
+);
 
 /// The OpenAPI service of every operation; used by the server and by `iotbind openapi`.
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (auth::AuthApi, me::MeApi, operations::OperationsApi),
+        (
+            auth::AuthApi,
+            me::MeApi,
+            devices::DevicesApi,
+            admin::AdminApi,
+            operations::OperationsApi,
+        ),
         "iotbind",
         env!("CARGO_PKG_VERSION"),
     )

@@ -4,7 +4,9 @@ use poem::http::StatusCode;
 
 use super::error::{ApiError, IntoApiError};
 use crate::service::auth::AuthError;
+use crate::service::commands::CommandError;
 use crate::service::credentials::CredentialError;
+use crate::service::devices::DeviceError;
 use crate::service::me::MeError;
 use crate::service::tokens::TokenError;
 use crate::service::users::UserError;
@@ -162,6 +164,60 @@ impl IntoApiError for MeError {
                 "the data cannot be decrypted with the latest session; log in with WeChat again",
             ),
             MeError::Internal(err) => ApiError::internal(err),
+        }
+    }
+}
+
+impl IntoApiError for DeviceError {
+    fn into_api_error(self) -> ApiError {
+        match self {
+            DeviceError::NotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "device_not_found",
+                "no such device among yours",
+            ),
+            DeviceError::ClaimFailed => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "claim_failed",
+                "no device has this serial and claim code",
+            ),
+            DeviceError::AlreadyClaimed => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_claimed",
+                "this device already has an owner; they must unclaim it first",
+            ),
+            DeviceError::TooManyClaims { retry_after_secs } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "too many failed claims; try again later",
+            )
+            .retry_after(retry_after_secs),
+            DeviceError::InvalidName(why) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_device_name", why)
+            }
+            DeviceError::InvalidModel(why) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_model", why)
+            }
+            DeviceError::Internal(err) => ApiError::internal(err),
+        }
+    }
+}
+
+impl IntoApiError for CommandError {
+    fn into_api_error(self) -> ApiError {
+        match self {
+            CommandError::Device(err) => err.into_api_error(),
+            CommandError::NotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "command_not_found",
+                "no such command for this device",
+            ),
+            CommandError::InvalidName(why) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_command_name",
+                why,
+            ),
+            CommandError::Internal(err) => ApiError::internal(err),
         }
     }
 }

@@ -4,8 +4,12 @@
 //! milliseconds in `i64` columns, so comparisons are numeric on SQLite and PostgreSQL alike.
 
 pub mod bind_tickets;
+pub mod claim_failures;
+pub mod commands;
+pub mod devices;
 pub mod refresh_families;
 pub mod refresh_tokens;
 pub mod server_secrets;
+pub mod telemetry;
 pub mod users;
 pub mod wechat_identities;

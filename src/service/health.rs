@@ -40,7 +40,11 @@ pub async fn check(state: &AppState) -> HealthReport {
             false
         }
     };
+    let broker = state.mqtt.is_connected();
+    if !broker {
+        tracing::warn!("readiness: the MQTT connection is down");
+    }
     HealthReport {
-        checks: vec![("database", database)],
+        checks: vec![("database", database), ("broker", broker)],
     }
 }

@@ -2,9 +2,13 @@
 
 pub mod auth;
 pub mod code_exchange;
+pub mod commands;
 pub mod credentials;
+pub mod device_messages;
+pub mod devices;
 pub mod health;
 pub mod me;
 pub mod passwords;
+pub mod telemetry;
 pub mod tokens;
 pub mod users;

@@ -3,6 +3,10 @@
 //! The database is a new SQLite file in a temporary folder, or, when
 //! `IOTBIND_TEST_DATABASE_URL` names a PostgreSQL server, a new database created on it for
 //! this test alone, so tests never see each other's rows.
+//!
+//! The MQTT broker is the embedded one on port 0, or, when `IOTBIND_TEST_MQTT_URL` names an
+//! external broker (`mqtt://127.0.0.1:1883`), that broker, with a share group of this test's
+//! own so that parallel tests do not split each other's telemetry.
 
 use std::sync::LazyLock;
 
@@ -25,6 +29,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub state: AppState,
     pub database_url: String,
+    /// Where devices connect: the embedded broker's real port, or the external broker.
+    pub mqtt_host: String,
+    pub mqtt_port: u16,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -39,16 +46,26 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(mut args: ConfigArgs) -> TestApp {
     LazyLock::force(&TRACING);
     let dir = tempfile::tempdir().expect("temporary folder");
-    let database_url = fresh_database_url(&dir).await;
+    // A test may hand in a database to share it between two servers (two replicas).
+    let database_url = match args.database_url.clone() {
+        Some(url) => url,
+        None => fresh_database_url(&dir).await,
+    };
     args.http_addr
         .get_or_insert_with(|| "127.0.0.1:0".to_owned());
     args.mqtt_listen
         .get_or_insert_with(|| "127.0.0.1:0".to_owned());
     args.database_url = Some(database_url.clone());
+    if args.mqtt_url.is_none() {
+        args.mqtt_url = external_test_broker();
+    }
+    args.mqtt_share_group
+        .get_or_insert_with(|| format!("test-{}", uuid::Uuid::new_v4().simple()));
     let settings = Settings::from_args(&args).expect("test settings are valid");
 
     let app = Application::build(settings).await.expect("the app builds");
     let address = format!("http://{}", app.http_addr());
+    let (mqtt_host, mqtt_port) = app.device_broker_addr();
     let state = app.state().clone();
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -62,10 +79,39 @@ pub async fn spawn_app_with(mut args: ConfigArgs) -> TestApp {
             .expect("HTTP client"),
         state,
         database_url,
+        mqtt_host,
+        mqtt_port,
         shutdown: Some(shutdown),
         server: Some(server),
         _dir: dir,
     }
+}
+
+/// Starts the server with the embedded broker even when `IOTBIND_TEST_MQTT_URL` is set: for
+/// tests of the broker's own authentication and topic rules.
+pub async fn spawn_app_with_embedded_broker() -> TestApp {
+    spawn_app_with(ConfigArgs {
+        mqtt_url: Some("embedded".to_owned()),
+        ..ConfigArgs::default()
+    })
+    .await
+}
+
+/// The external broker the device tests should use, if `IOTBIND_TEST_MQTT_URL` names one.
+pub fn external_test_broker() -> Option<String> {
+    std::env::var("IOTBIND_TEST_MQTT_URL")
+        .ok()
+        .filter(|url| !url.is_empty() && url != "embedded")
+}
+
+/// What provisioning returns for one device, once.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ProvisionedDevice {
+    pub device_id: String,
+    pub serial: String,
+    pub claim_code: String,
+    pub mqtt_username: String,
+    pub mqtt_password: String,
 }
 
 /// A new SQLite file, or a new database on the PostgreSQL server of
@@ -246,6 +292,62 @@ impl TestApp {
         )
         .await
         .unwrap();
+    }
+
+    /// An access token of a new user with the given role, made as `iotbind user create` makes
+    /// it and logged in with its password.
+    pub async fn token_for_new_user(&self, role: iotbind::entity::users::Role) -> String {
+        use iotbind::service::users;
+        let name = format!("u{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let password = "a long enough password";
+        let username = users::Username::parse(&name).unwrap();
+        let parsed = users::Password::parse(password.to_owned().into(), &username).unwrap();
+        let password_hash = users::hash_password(self.state.credentials.hasher(), parsed)
+            .await
+            .unwrap();
+        users::create_user(
+            &self.state.db,
+            users::NewUser {
+                username,
+                password_hash,
+                nickname: None,
+                role,
+            },
+        )
+        .await
+        .unwrap();
+        let response = self.login(&name, password).await;
+        assert_eq!(response.status(), 200, "the new user logs in");
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// An access token of a new admin.
+    pub async fn admin_token(&self) -> String {
+        self.token_for_new_user(iotbind::entity::users::Role::Admin)
+            .await
+    }
+
+    /// An access token of a new ordinary user.
+    pub async fn user_token(&self) -> String {
+        self.token_for_new_user(iotbind::entity::users::Role::User)
+            .await
+    }
+
+    /// Provisions `count` devices through `POST /api/v1/admin/devices`.
+    pub async fn provision(&self, count: usize) -> Vec<ProvisionedDevice> {
+        let admin = self.admin_token().await;
+        let response = self
+            .authed_json(
+                reqwest::Method::POST,
+                "/api/v1/admin/devices",
+                &admin,
+                &serde_json::json!({ "count": count }),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "provisioning succeeds");
+        let body: serde_json::Value = response.json().await.unwrap();
+        serde_json::from_value(body["items"].clone()).expect("provisioned devices")
     }
 
     /// Sends `body` as is, with the given content type.

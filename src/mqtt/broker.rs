@@ -1,0 +1,319 @@
+//! The embedded MQTT broker (rmqtt) that runs in the server process by default.
+//!
+//! Its hooks make it iotbind's broker rather than an open one: a device logs in with client
+//! id = username = its device id and its MQTT password, checked against the stored hash; it
+//! may then publish only to its own upstream topics and subscribe only to its own commands.
+//! The backend's own client logs in with a credential of its own and has full access.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
+use rmqtt::net::Builder;
+use rmqtt::server::MqttServer;
+use rmqtt::subscribe::SharedSubscription;
+use rmqtt::types::{
+    AuthResult, ClientId, Id, IsOnline, NodeId, PublishAclResult, SharedGroup, SubscribeAclResult,
+    SubscriptionIdentifier, SubscriptionOptions, TopicName,
+};
+use sea_orm::DatabaseConnection;
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::topics;
+use crate::service::devices;
+
+/// Largest MQTT packet the broker accepts: telemetry is at most 16 KiB and commands carry at
+/// most the 64 KiB HTTP body they came in; bigger packets end the sender's connection.
+const MAX_PACKET_BYTES: u32 = 128 * 1024;
+/// QoS 1/2 messages in flight per session; with the queue below it bounds a slow
+/// subscriber's memory.
+const MAX_INFLIGHT: u16 = 64;
+/// Messages queued per session while the subscriber is busy or offline; older ones drop
+/// beyond it.
+const MAX_QUEUED_MESSAGES: usize = 1_000;
+/// How long a device's persistent session (clean session off) outlives its connection.
+const SESSION_EXPIRY: Duration = Duration::from_secs(3600);
+/// How long a device's credential stays cached, so a reconnect storm reads the database
+/// once per device.
+const CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(60);
+const CREDENTIAL_CACHE_CAPACITY: u64 = 100_000;
+
+/// The username and password of the backend's own connection.
+#[derive(Clone)]
+pub struct BackendCredential {
+    pub username: String,
+    pub password: SecretString,
+}
+
+impl BackendCredential {
+    /// A fresh random credential, for a backend that is the only client with full access.
+    pub fn generate() -> BackendCredential {
+        BackendCredential {
+            username: format!("iotbind-backend-{}", Uuid::new_v4().simple()),
+            password: SecretString::from(crate::service::tokens::random_token()),
+        }
+    }
+}
+
+/// A running embedded broker.
+pub struct EmbeddedBroker {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EmbeddedBroker {
+    /// Binds `listen` and starts serving devices, authenticated against `db`.
+    pub async fn start(
+        listen: SocketAddr,
+        db: DatabaseConnection,
+        backend: BackendCredential,
+    ) -> anyhow::Result<EmbeddedBroker> {
+        // The busy check samples CPU load to refuse connections when the machine is busy; we
+        // would rather queue than refuse devices, and it is one task less.
+        let scx = ServerContext::new().busy_check_enable(false).build().await;
+        *scx.extends.shared_subscription_mut().await = Box::new(ShareByDevice);
+
+        let access = Arc::new(DeviceAccess {
+            db,
+            backend,
+            credentials: moka::future::Cache::builder()
+                .max_capacity(CREDENTIAL_CACHE_CAPACITY)
+                .time_to_live(CREDENTIAL_CACHE_TTL)
+                .build(),
+        });
+        let register = scx.extends.hook_mgr().register();
+        for hook in [
+            Type::ClientAuthenticate,
+            Type::ClientSubscribeCheckAcl,
+            Type::MessagePublishCheckAcl,
+        ] {
+            register
+                .add(hook, Box::new(AccessHook(access.clone())))
+                .await;
+        }
+        register.start().await;
+
+        let listener = Builder::new()
+            .name("devices")
+            .laddr(listen)
+            .allow_anonymous(false)
+            .max_packet_size(MAX_PACKET_BYTES)
+            .max_inflight(NonZeroU16::new(MAX_INFLIGHT).unwrap_or(NonZeroU16::MIN))
+            .max_mqueue_len(MAX_QUEUED_MESSAGES)
+            .session_expiry_interval(SESSION_EXPIRY)
+            .max_session_expiry_interval(SESSION_EXPIRY)
+            .nodelay(true)
+            .bind()
+            .map_err(|err| bind_error(&err, listen))?
+            .tcp()
+            .map_err(|err| anyhow::anyhow!("cannot serve MQTT on {listen}: {err}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|err| anyhow::anyhow!("cannot read the MQTT listener's address: {err}"))?;
+        let server = MqttServer::new(scx).listener(listener).build();
+        let task = tokio::spawn(async move {
+            if let Err(err) = server.run().await {
+                tracing::error!(error = %err, "the embedded MQTT broker stopped");
+            }
+        });
+        tracing::info!("embedded MQTT broker listening on mqtt://{addr}");
+        Ok(EmbeddedBroker { addr, task })
+    }
+
+    /// The address devices connect to (the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections and drops the ones open.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn bind_error(err: &rmqtt::Error, addr: SocketAddr) -> anyhow::Error {
+    let in_use = err
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::AddrInUse);
+    if in_use {
+        anyhow::anyhow!(
+            "cannot listen for MQTT on {addr}: port {} is already in use (is another broker \
+             running?); set IOTBIND_MQTT_LISTEN (or --mqtt-listen) to a free address, e.g. \
+             127.0.0.1:1884, or point IOTBIND_MQTT_URL at the broker that is already running",
+            addr.port()
+        )
+    } else {
+        anyhow::anyhow!("cannot listen for MQTT on {addr}: {err}; check IOTBIND_MQTT_LISTEN")
+    }
+}
+
+/// Who may connect, and what each client may do.
+struct DeviceAccess {
+    db: DatabaseConnection,
+    backend: BackendCredential,
+    /// Device id → SHA-256 of its MQTT password (`None`: no such device).
+    credentials: moka::future::Cache<Uuid, Option<String>>,
+}
+
+impl DeviceAccess {
+    async fn authenticate(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> AuthResult {
+        let (Some(username), Some(password)) = (username, password) else {
+            return AuthResult::BadUsernameOrPassword;
+        };
+        if username == self.backend.username {
+            return if password == self.backend.password.expose_secret().as_bytes() {
+                AuthResult::Allow(true, None)
+            } else {
+                AuthResult::BadUsernameOrPassword
+            };
+        }
+        let Some(device_id) = topics::canonical_device_id(username) else {
+            return AuthResult::BadUsernameOrPassword;
+        };
+        if client_id != username {
+            return AuthResult::NotAuthorized;
+        }
+        let db = self.db.clone();
+        let stored = self
+            .credentials
+            .try_get_with(device_id, async move {
+                devices::mqtt_password_hash(&db, device_id).await
+            })
+            .await;
+        match stored {
+            // Comparing digests: timing reveals nothing usable about the password itself.
+            Ok(Some(hash)) if hash == devices::hash_secret(password) => {
+                AuthResult::Allow(false, None)
+            }
+            Ok(_) => AuthResult::BadUsernameOrPassword,
+            Err(err) => {
+                tracing::warn!(%device_id, error = %err, "cannot check a device's MQTT password");
+                AuthResult::NotAuthorized
+            }
+        }
+    }
+}
+
+/// The device id of a session that logged in as a device (never the backend: superusers do
+/// not reach the ACL hooks).
+fn session_device(id: &Id) -> Option<Uuid> {
+    id.username
+        .as_ref()
+        .and_then(|username| topics::canonical_device_id(username))
+}
+
+struct AccessHook(Arc<DeviceAccess>);
+
+#[async_trait]
+impl Handler for AccessHook {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        match param {
+            Parameter::ClientAuthenticate(connect) => {
+                let password = connect.password().map(|p| p.as_ref());
+                let result = self
+                    .0
+                    .authenticate(
+                        connect.client_id(),
+                        connect.username().map(|u| &**u),
+                        password,
+                    )
+                    .await;
+                (false, Some(HookResult::AuthResult(result)))
+            }
+            Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
+                let allowed = !subscribe.opts.has_shared_group()
+                    && session_device(&session.id).is_some_and(|device| {
+                        topics::device_may_subscribe(device, &subscribe.topic_filter)
+                    });
+                let result = if allowed {
+                    SubscribeAclResult::new_success(subscribe.opts.qos(), None)
+                } else {
+                    metrics::counter!(crate::metrics::MQTT_FORBIDDEN, "action" => "subscribe")
+                        .increment(1);
+                    tracing::debug!(client = %session.id.client_id, filter = %subscribe.topic_filter, "forbidden subscription refused");
+                    SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized)
+                };
+                (false, Some(HookResult::SubscribeAclResult(result)))
+            }
+            Parameter::MessagePublishCheckAcl(session, publish) => {
+                let topic = &publish.inner.topic;
+                let allowed = session_device(&session.id)
+                    .is_some_and(|device| topics::device_may_publish(device, topic));
+                let result = if allowed {
+                    PublishAclResult::allow()
+                } else {
+                    metrics::counter!(crate::metrics::MQTT_FORBIDDEN, "action" => "publish")
+                        .increment(1);
+                    tracing::debug!(client = %session.id.client_id, %topic, "forbidden publish dropped");
+                    PublishAclResult::rejected(false, None)
+                };
+                (false, Some(HookResult::PublishAclResult(result)))
+            }
+            _ => (true, acc),
+        }
+    }
+}
+
+/// Shared subscriptions for the embedded broker: each device's messages go to one member of
+/// the group, chosen by the device, so one device's telemetry stays in order.
+struct ShareByDevice;
+
+#[async_trait]
+impl SharedSubscription for ShareByDevice {
+    fn is_supported(&self) -> bool {
+        true
+    }
+
+    async fn choice(
+        &self,
+        _scx: &ServerContext,
+        _group: &SharedGroup,
+        publisher_id: &Id,
+        _topic: &TopicName,
+        ncs: &[(
+            NodeId,
+            ClientId,
+            SubscriptionOptions,
+            Option<Vec<SubscriptionIdentifier>>,
+            Option<IsOnline>,
+        )],
+    ) -> Option<(usize, IsOnline)> {
+        let online: Vec<usize> = ncs
+            .iter()
+            .enumerate()
+            .filter(|(_, (.., is_online))| is_online.unwrap_or(true))
+            .map(|(index, _)| index)
+            .collect();
+        let candidates = if online.is_empty() {
+            (0..ncs.len()).collect()
+        } else {
+            online
+        };
+        if candidates.is_empty() {
+            return None;
+        }
+        let hash = publisher_id.client_id.bytes().fold(0u64, |hash, byte| {
+            hash.wrapping_mul(31).wrapping_add(u64::from(byte))
+        });
+        let index = candidates[(hash % candidates.len() as u64) as usize];
+        Some((index, ncs[index].4.unwrap_or(true)))
+    }
+}

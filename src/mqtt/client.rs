@@ -1,0 +1,209 @@
+//! The backend's own MQTT connection (rumqttc), to the embedded broker or an external one.
+//!
+//! rumqttc reconnects as soon as it is polled again, which against a dead broker is a tight
+//! loop; this wrapper waits with capped exponential backoff between attempts, subscribes
+//! again after every connect (sessions are clean), and tells readiness whether it is up.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS,
+    SubscribeFilter, SubscribeReasonCode,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::topics::{self, DeviceTopic};
+
+/// First wait after a failed connection attempt; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Requests (publishes, subscribes) queued for the event loop; a full queue fails a publish
+/// at once instead of blocking a request handler.
+const REQUEST_QUEUE: usize = 10_000;
+/// The backend receives every device's messages, so it accepts packets up to this size and
+/// leaves the per-topic limits to the payload parsers.
+const MAX_PACKET_BYTES: usize = 1024 * 1024;
+/// Unacknowledged QoS 1 publishes (commands) in flight at once.
+const MAX_INFLIGHT: u16 = 1_000;
+
+/// Where and as whom the backend connects.
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// Share group of the telemetry subscription.
+    pub share_group: String,
+}
+
+/// Receives what devices publish on their topics.
+pub trait Inbound: Send + Sync + 'static {
+    /// Runs on the connection's event loop: it may wait for a bounded queue (that is the
+    /// backpressure) but must not do slow work itself.
+    fn deliver(&self, topic: DeviceTopic, payload: Bytes) -> impl Future<Output = ()> + Send;
+}
+
+/// Why a publish did not leave.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the MQTT request queue is full or closed: {0}")]
+    Queue(#[from] rumqttc::ClientError),
+}
+
+/// A handle on the backend's connection; cheap to clone.
+#[derive(Clone)]
+pub struct MqttClient {
+    client: AsyncClient,
+    connected: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
+    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+/// A connection not yet started: see [`MqttClient::new`].
+pub struct Connection {
+    eventloop: EventLoop,
+    config: ClientConfig,
+}
+
+impl MqttClient {
+    /// A client and its not yet running connection. They come apart so that what handles
+    /// incoming messages (which may itself publish through the client) can be built between.
+    pub fn new(config: ClientConfig) -> (MqttClient, Connection) {
+        let client_id = format!("iotbind-{}", uuid::Uuid::new_v4().simple());
+        let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(true)
+            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
+            .set_inflight(MAX_INFLIGHT);
+        if let Some(username) = &config.username {
+            let password = config
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret().to_owned())
+                .unwrap_or_default();
+            options.set_credentials(username.clone(), password);
+        }
+        let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+        let handle = MqttClient {
+            client,
+            connected: Arc::new(AtomicBool::new(false)),
+            stopping: Arc::new(AtomicBool::new(false)),
+            task: Arc::new(Mutex::new(None)),
+        };
+        (handle, Connection { eventloop, config })
+    }
+
+    /// Starts connecting in the background; messages on device topics go to `inbound`.
+    pub fn run(&self, connection: Connection, inbound: impl Inbound) {
+        let task = tokio::spawn(run(
+            connection.eventloop,
+            self.client.clone(),
+            connection.config,
+            self.connected.clone(),
+            self.stopping.clone(),
+            inbound,
+        ));
+        if let Ok(mut slot) = self.task.lock() {
+            *slot = Some(task);
+        }
+    }
+
+    /// Whether the connection is up right now (for readiness).
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Queues a QoS 1 publish without waiting; while disconnected it leaves on reconnect.
+    pub fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), PublishError> {
+        self.client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)?;
+        Ok(())
+    }
+
+    /// Disconnects and stops the event loop, so no more messages arrive.
+    pub async fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        let _ = self.client.try_disconnect();
+        let task = self.task.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(task) = task {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        self.connected.store(false, Ordering::Relaxed);
+    }
+}
+
+async fn run(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    config: ClientConfig,
+    connected: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
+    inbound: impl Inbound,
+) {
+    let broker = format!("mqtt://{}:{}", config.host, config.port);
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
+                backoff = MIN_BACKOFF;
+                connected.store(true, Ordering::Relaxed);
+                metrics::gauge!(crate::metrics::MQTT_CONNECTED).set(1.0);
+                tracing::info!(%broker, "MQTT connected");
+                let filters = topics::backend_subscriptions(&config.share_group)
+                    .map(|filter| SubscribeFilter::new(filter, QoS::AtLeastOnce));
+                if let Err(err) = client.try_subscribe_many(filters) {
+                    tracing::error!(error = %err, "cannot queue the backend's subscriptions");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|code| matches!(code, SubscribeReasonCode::Failure))
+                {
+                    tracing::error!(%broker, "the broker refused a backend subscription; check its ACL");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                match DeviceTopic::parse(&publish.topic) {
+                    Some(topic) => {
+                        metrics::counter!(crate::metrics::MQTT_MESSAGES_IN, "topic" => topic.kind.label())
+                            .increment(1);
+                        inbound.deliver(topic, publish.payload).await;
+                    }
+                    None => {
+                        tracing::debug!(topic = %publish.topic, "ignored a message on a topic that is not a device's");
+                    }
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping.load(Ordering::Relaxed) => break,
+            Ok(_) => {}
+            Err(err) => {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                if connected.swap(false, Ordering::Relaxed) {
+                    metrics::gauge!(crate::metrics::MQTT_CONNECTED).set(0.0);
+                    tracing::warn!(%broker, error = %err, "MQTT connection lost; reconnecting");
+                } else {
+                    tracing::debug!(%broker, error = %err, retry_in = ?backoff, "MQTT connection attempt failed");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    connected.store(false, Ordering::Relaxed);
+}

@@ -1,0 +1,76 @@
+//! What devices publish, sorted: telemetry and status to the batched writer, results to the
+//! command relay. Invalid payloads are counted and dropped here; nothing a device sends can
+//! stop the intake.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::commands::CommandRelay;
+use super::telemetry::{DeviceEvent, EventKind, TelemetryQueue};
+use super::tokens::now_ms;
+use crate::mqtt::client::Inbound;
+use crate::mqtt::payload;
+use crate::mqtt::topics::{DeviceTopic, TopicKind};
+
+/// The backend's handler for device topics.
+#[derive(Clone)]
+pub struct DeviceMessages {
+    pub queue: TelemetryQueue,
+    pub commands: Arc<CommandRelay>,
+}
+
+impl Inbound for DeviceMessages {
+    async fn deliver(&self, topic: DeviceTopic, body: Bytes) {
+        let received_at = now_ms();
+        let device_id = topic.device_id;
+        let kind = match topic.kind {
+            TopicKind::Telemetry => match payload::parse_telemetry(&body) {
+                Ok(telemetry) => EventKind::Telemetry {
+                    ts: telemetry.ts.unwrap_or(received_at),
+                    values_json: telemetry.values_json,
+                },
+                Err(err) => {
+                    metrics::counter!(crate::metrics::TELEMETRY_DROPPED, "reason" => err.reason())
+                        .increment(1);
+                    tracing::debug!(%device_id, reason = err.reason(), error = %err, "dropped a telemetry message");
+                    EventKind::Seen
+                }
+            },
+            TopicKind::Status => match payload::parse_status(&body) {
+                Ok(online) => EventKind::Status { online },
+                Err(err) => {
+                    dropped("status", err);
+                    EventKind::Seen
+                }
+            },
+            TopicKind::CommandResult => {
+                match payload::parse_command_result(&body) {
+                    Ok(result) => {
+                        let commands = self.commands.clone();
+                        // Off the event loop: a database round trip per result must not hold
+                        // up the telemetry behind it.
+                        tokio::spawn(async move { commands.apply_result(device_id, result).await });
+                    }
+                    Err(err) => dropped("result", err),
+                }
+                EventKind::Seen
+            }
+            // Our own commands, echoed if the broker routes them back: not a sign of life.
+            TopicKind::Commands => return,
+        };
+        self.queue
+            .push(DeviceEvent {
+                device_id,
+                received_at,
+                kind,
+            })
+            .await;
+    }
+}
+
+fn dropped(topic: &'static str, err: payload::PayloadError) {
+    metrics::counter!(crate::metrics::MQTT_DROPPED, "topic" => topic, "reason" => err.reason())
+        .increment(1);
+    tracing::debug!(topic, reason = err.reason(), error = %err, "dropped a device message");
+}

@@ -1,0 +1,391 @@
+//! Devices: provisioning by an operator, claiming by a user with the label's claim code, and
+//! the owner's view of their devices. Someone else's device is indistinguishable from one
+//! that does not exist.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::tokens::now_ms;
+use crate::entity::{claim_failures, devices, telemetry};
+
+/// Failed claims a user may make per hour; the next one is refused without checking.
+pub const MAX_FAILED_CLAIMS_PER_HOUR: u64 = 10;
+const HOUR_MS: i64 = 3_600_000;
+/// Most devices one provisioning call creates.
+pub const MAX_PROVISION_COUNT: u32 = 1_000;
+/// Crockford's base32: no I, L, O or U, so a code read off a label is hard to mistype.
+const LABEL_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// Why a device operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// Not there, or not the caller's.
+    #[error("no such device")]
+    NotFound,
+    #[error("wrong serial or claim code")]
+    ClaimFailed,
+    #[error("the device is already claimed")]
+    AlreadyClaimed,
+    #[error("too many failed claims; retry in {retry_after_secs} s")]
+    TooManyClaims { retry_after_secs: u64 },
+    #[error("invalid device name: {0}")]
+    InvalidName(&'static str),
+    #[error("invalid model: {0}")]
+    InvalidModel(&'static str),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<DbErr> for DeviceError {
+    fn from(err: DbErr) -> Self {
+        DeviceError::Internal(anyhow::Error::new(err).context("database error on devices"))
+    }
+}
+
+/// SHA-256 (hex) of a device secret. Claim codes (100 bits) and MQTT passwords (256 bits)
+/// are random and long, so nobody can guess them even with a fast hash; a slow password hash
+/// would only make every device login cost what a user login costs.
+pub fn hash_secret(secret: impl AsRef<[u8]>) -> String {
+    hex::encode(Sha256::digest(secret.as_ref()))
+}
+
+/// A device name: 1–64 characters, no control characters, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceName(String);
+
+impl DeviceName {
+    pub fn parse(raw: &str) -> Result<DeviceName, DeviceError> {
+        let trimmed = raw.trim();
+        if !(1..=64).contains(&trimmed.chars().count()) {
+            return Err(DeviceError::InvalidName("must be 1 to 64 characters long"));
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(DeviceError::InvalidName(
+                "must not contain control characters",
+            ));
+        }
+        Ok(DeviceName(trimmed.to_owned()))
+    }
+}
+
+/// A model name: 1–64 of letters, digits and `_ . -`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelName(String);
+
+impl ModelName {
+    pub fn parse(raw: &str) -> Result<ModelName, DeviceError> {
+        let valid = (1..=64).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if valid {
+            Ok(ModelName(raw.to_owned()))
+        } else {
+            Err(DeviceError::InvalidModel(
+                "must be 1 to 64 of letters, digits, '_', '.' and '-'",
+            ))
+        }
+    }
+}
+
+/// What provisioning hands out, once: the secrets are stored only as hashes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProvisionedDevice {
+    pub device_id: Uuid,
+    pub serial: String,
+    pub claim_code: String,
+    pub mqtt_username: String,
+    pub mqtt_password: String,
+}
+
+fn random_label(len: usize) -> String {
+    (0..len)
+        .map(|_| char::from(LABEL_ALPHABET[usize::from(rand::random::<u8>() & 31)]))
+        .collect()
+}
+
+/// Creates `count` devices in one transaction and returns their one-time credentials.
+pub async fn provision(
+    db: &sea_orm::DatabaseConnection,
+    count: u32,
+    model: Option<ModelName>,
+) -> Result<Vec<ProvisionedDevice>, DeviceError> {
+    let now = now_ms();
+    let provisioned: Vec<ProvisionedDevice> = (0..count.min(MAX_PROVISION_COUNT))
+        .map(|_| {
+            let device_id = Uuid::new_v4();
+            ProvisionedDevice {
+                device_id,
+                // 60 random bits: unique in practice, and the unique index catches the rest.
+                serial: format!("SN{}", random_label(12)),
+                claim_code: random_label(20),
+                mqtt_username: device_id.to_string(),
+                mqtt_password: super::tokens::random_token(),
+            }
+        })
+        .collect();
+    let rows = provisioned.iter().map(|device| devices::ActiveModel {
+        id: Set(device.device_id),
+        serial: Set(device.serial.clone()),
+        model: Set(model.as_ref().map(|m| m.0.clone())),
+        name: Set(None),
+        claim_code_hash: Set(hash_secret(&device.claim_code)),
+        mqtt_password_hash: Set(hash_secret(&device.mqtt_password)),
+        owner_id: Set(None),
+        claimed_at: Set(None),
+        online: Set(false),
+        status_at: Set(None),
+        last_seen_at: Set(None),
+        created_at: Set(now),
+    });
+    let txn = db.begin().await?;
+    let rows: Vec<_> = rows.collect();
+    for chunk in rows.chunks(200) {
+        devices::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(provisioned)
+}
+
+/// The stored MQTT password hash of a device, for the broker's login check.
+pub async fn mqtt_password_hash(
+    db: &impl ConnectionTrait,
+    device_id: Uuid,
+) -> Result<Option<String>, DbErr> {
+    devices::Entity::find_by_id(device_id)
+        .select_only()
+        .column(devices::Column::MqttPasswordHash)
+        .into_tuple::<String>()
+        .one(db)
+        .await
+}
+
+/// A device with its newest telemetry that the owner may see.
+#[derive(Debug, Clone)]
+pub struct DeviceView {
+    pub device: devices::Model,
+    /// `(ts, values_json)`.
+    pub latest: Option<(i64, String)>,
+}
+
+/// A claim code as typed: case and the separators people add are forgiven.
+fn normalize_claim_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| !matches!(c, '-' | ' '))
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// Claims a device for `user_id` with the serial and claim code from its label.
+pub async fn claim(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    serial: &str,
+    claim_code: &str,
+    name: Option<DeviceName>,
+) -> Result<DeviceView, DeviceError> {
+    let now = now_ms();
+    let window_start = now - HOUR_MS;
+    let recent_failures = claim_failures::Entity::find()
+        .filter(claim_failures::Column::UserId.eq(user_id))
+        .filter(claim_failures::Column::FailedAt.gt(window_start))
+        .count(db)
+        .await?;
+    if recent_failures >= MAX_FAILED_CLAIMS_PER_HOUR {
+        let oldest = claim_failures::Entity::find()
+            .filter(claim_failures::Column::UserId.eq(user_id))
+            .filter(claim_failures::Column::FailedAt.gt(window_start))
+            .select_only()
+            .column_as(claim_failures::Column::FailedAt.min(), "oldest")
+            .into_tuple::<Option<i64>>()
+            .one(db)
+            .await?
+            .flatten()
+            .unwrap_or(now);
+        let retry_after_ms = (oldest + HOUR_MS - now).max(1_000);
+        return Err(DeviceError::TooManyClaims {
+            retry_after_secs: u64::try_from(retry_after_ms)
+                .unwrap_or(1_000)
+                .div_ceil(1_000),
+        });
+    }
+
+    let device = devices::Entity::find()
+        .filter(devices::Column::Serial.eq(serial.trim().to_ascii_uppercase()))
+        .one(db)
+        .await?;
+    let code_hash = hash_secret(normalize_claim_code(claim_code));
+    let Some(device) = device.filter(|d| d.claim_code_hash == code_hash) else {
+        claim_failures::Entity::insert(claim_failures::ActiveModel {
+            user_id: Set(user_id),
+            failed_at: Set(now),
+            ..Default::default()
+        })
+        .exec_without_returning(db)
+        .await?;
+        return Err(DeviceError::ClaimFailed);
+    };
+
+    // The conditional update decides a race between two claimants: one row, one winner.
+    let name = name.map(|n| n.0).unwrap_or_else(|| device.serial.clone());
+    let claimed = devices::Entity::update_many()
+        .col_expr(devices::Column::OwnerId, Expr::value(user_id))
+        .col_expr(devices::Column::ClaimedAt, Expr::value(now))
+        .col_expr(devices::Column::Name, Expr::value(name))
+        .filter(devices::Column::Id.eq(device.id))
+        .filter(devices::Column::OwnerId.is_null())
+        .exec(db)
+        .await?;
+    if claimed.rows_affected == 0 {
+        return Err(DeviceError::AlreadyClaimed);
+    }
+    get(db, user_id, device.id).await
+}
+
+/// The caller's device, or `NotFound` for a missing or foreign one.
+pub async fn owned(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    device_id: Uuid,
+) -> Result<devices::Model, DeviceError> {
+    devices::Entity::find_by_id(device_id)
+        .filter(devices::Column::OwnerId.eq(user_id))
+        .one(db)
+        .await?
+        .ok_or(DeviceError::NotFound)
+}
+
+/// The caller's devices, oldest claim first.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+) -> Result<Vec<DeviceView>, DeviceError> {
+    let owned = devices::Entity::find()
+        .filter(devices::Column::OwnerId.eq(user_id))
+        .order_by_asc(devices::Column::ClaimedAt)
+        .order_by_asc(devices::Column::Id)
+        .all(db)
+        .await?;
+    let mut views = Vec::with_capacity(owned.len());
+    for device in owned {
+        views.push(view(db, device).await?);
+    }
+    Ok(views)
+}
+
+/// One of the caller's devices.
+pub async fn get(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    device_id: Uuid,
+) -> Result<DeviceView, DeviceError> {
+    let device = owned(db, user_id, device_id).await?;
+    view(db, device).await
+}
+
+async fn view(
+    db: &impl ConnectionTrait,
+    device: devices::Model,
+) -> Result<DeviceView, DeviceError> {
+    let since = device.claimed_at.unwrap_or(i64::MAX);
+    let latest = telemetry::Entity::find()
+        .filter(telemetry::Column::DeviceId.eq(device.id))
+        .filter(telemetry::Column::Ts.gte(since))
+        .order_by_desc(telemetry::Column::Ts)
+        .order_by_desc(telemetry::Column::Id)
+        .select_only()
+        .column(telemetry::Column::Ts)
+        .column(telemetry::Column::ValuesJson)
+        .into_tuple::<(i64, String)>()
+        .one(db)
+        .await?;
+    Ok(DeviceView { device, latest })
+}
+
+/// Renames one of the caller's devices.
+pub async fn rename(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    device_id: Uuid,
+    name: DeviceName,
+) -> Result<DeviceView, DeviceError> {
+    let renamed = devices::Entity::update_many()
+        .col_expr(devices::Column::Name, Expr::value(name.0))
+        .filter(devices::Column::Id.eq(device_id))
+        .filter(devices::Column::OwnerId.eq(user_id))
+        .exec(db)
+        .await?;
+    if renamed.rows_affected == 0 {
+        return Err(DeviceError::NotFound);
+    }
+    get(db, user_id, device_id).await
+}
+
+/// Gives up one of the caller's devices; anyone with the claim code may claim it again.
+pub async fn unclaim(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    device_id: Uuid,
+) -> Result<(), DeviceError> {
+    let released = devices::Entity::update_many()
+        .col_expr(devices::Column::OwnerId, Expr::value(Option::<Uuid>::None))
+        .col_expr(devices::Column::ClaimedAt, Expr::value(Option::<i64>::None))
+        .col_expr(devices::Column::Name, Expr::value(Option::<String>::None))
+        .filter(devices::Column::Id.eq(device_id))
+        .filter(devices::Column::OwnerId.eq(user_id))
+        .exec(db)
+        .await?;
+    if released.rows_affected == 0 {
+        return Err(DeviceError::NotFound);
+    }
+    Ok(())
+}
+
+/// Deletes failed-claim marks older than the rate-limit window.
+pub async fn purge_old_claim_failures(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
+    let deleted = claim_failures::Entity::delete_many()
+        .filter(claim_failures::Column::FailedAt.lt(now_ms() - HOUR_MS))
+        .exec(db)
+        .await?;
+    Ok(deleted.rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_are_trimmed_and_bounded() {
+        assert_eq!(DeviceName::parse("  Kitchen  ").unwrap().0, "Kitchen");
+        assert!(DeviceName::parse("   ").is_err());
+        assert!(DeviceName::parse(&"x".repeat(65)).is_err());
+        assert!(DeviceName::parse("bad\u{0}name").is_err());
+        assert!(DeviceName::parse(&"温".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn model_names_are_simple_identifiers() {
+        assert!(ModelName::parse("thermo-2.1").is_ok());
+        assert!(ModelName::parse("").is_err());
+        assert!(ModelName::parse("a/b").is_err());
+    }
+
+    #[test]
+    fn claim_codes_forgive_case_and_separators() {
+        assert_eq!(normalize_claim_code("abcd-efgh ijkl"), "ABCDEFGHIJKL");
+    }
+
+    #[test]
+    fn labels_use_only_the_unambiguous_alphabet() {
+        let label = random_label(1_000);
+        assert!(label.bytes().all(|b| LABEL_ALPHABET.contains(&b)));
+        assert!(!label.contains(['I', 'L', 'O', 'U']));
+    }
+}

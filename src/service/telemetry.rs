@@ -1,0 +1,353 @@
+//! Telemetry: the batched writer between MQTT and the database, and the owner's history.
+//!
+//! Device messages (telemetry, status, any sign of life) go through one bounded queue to one
+//! writer task, which commits them in batches: up to [`MAX_BATCH`] events or whatever arrived
+//! within [`FLUSH_INTERVAL`] of the first, in one transaction. A burst from thousands of
+//! devices becomes a handful of transactions, not thousands. When the database falls behind,
+//! the queue fills and intake waits (backpressure towards the broker) while the metrics and
+//! the log say so; memory stays bounded.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::devices::{self, DeviceError};
+use crate::entity::{devices as device_table, telemetry};
+
+/// Most events written in one transaction. 1,000 rows of 4 columns stay far below the bind
+/// parameter limits of SQLite (32,766) and PostgreSQL (65,535), and at this size the
+/// per-transaction cost (the fsync) is spread thin.
+pub const MAX_BATCH: usize = 1_000;
+/// How long the first event of a batch waits for company: short enough that telemetry shows
+/// up in the API at once, long enough to gather a burst.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// Events the queue holds before intake waits for the writer: about one second of a busy
+/// fleet, a few MiB at most.
+pub const QUEUE_CAPACITY: usize = 20_000;
+/// Wait between attempts to write a batch the database refused.
+const RETRY_BACKOFF: Duration = Duration::from_millis(500);
+/// On shutdown a batch that keeps failing is given up after this many attempts.
+const SHUTDOWN_ATTEMPTS: u32 = 3;
+
+/// Something a device said, to be recorded.
+#[derive(Debug, Clone)]
+pub struct DeviceEvent {
+    pub device_id: Uuid,
+    /// When it arrived (unix ms).
+    pub received_at: i64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    Telemetry {
+        ts: i64,
+        values_json: String,
+    },
+    Status {
+        online: bool,
+    },
+    /// Any other message: only refreshes `last_seen_at`.
+    Seen,
+}
+
+/// The sending end of the writer's queue; cheap to clone.
+#[derive(Clone)]
+pub struct TelemetryQueue {
+    sender: mpsc::Sender<DeviceEvent>,
+}
+
+impl TelemetryQueue {
+    /// Queues an event, waiting while the queue is full (and saying so).
+    pub async fn push(&self, event: DeviceEvent) {
+        match self.sender.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                metrics::counter!(crate::metrics::TELEMETRY_QUEUE_FULL).increment(1);
+                tracing::warn!(
+                    capacity = QUEUE_CAPACITY,
+                    "telemetry queue full: the database is behind, MQTT intake waits"
+                );
+                if self.sender.send(event).await.is_err() {
+                    tracing::warn!("telemetry writer stopped; an event was not recorded");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!("telemetry writer stopped; an event was not recorded");
+            }
+        }
+    }
+}
+
+/// Starts the writer; it runs until every [`TelemetryQueue`] is dropped, then flushes what is
+/// left and ends.
+pub fn start_writer(db: DatabaseConnection) -> (TelemetryQueue, tokio::task::JoinHandle<()>) {
+    let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+    let task = tokio::spawn(write_batches(db, receiver));
+    (TelemetryQueue { sender }, task)
+}
+
+async fn write_batches(db: DatabaseConnection, mut receiver: mpsc::Receiver<DeviceEvent>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            break;
+        }
+        let deadline = tokio::time::Instant::now() + FLUSH_INTERVAL;
+        let mut closed = false;
+        while batch.len() < MAX_BATCH {
+            let room = MAX_BATCH - batch.len();
+            match tokio::time::timeout_at(deadline, receiver.recv_many(&mut batch, room)).await {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        metrics::gauge!(crate::metrics::TELEMETRY_QUEUE_DEPTH).set(receiver.len() as f64);
+        flush_with_retry(&db, &batch, closed).await;
+        batch.clear();
+        if closed {
+            break;
+        }
+    }
+}
+
+async fn flush_with_retry(db: &DatabaseConnection, batch: &[DeviceEvent], shutting_down: bool) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let started = Instant::now();
+        match flush(db, batch).await {
+            Ok(written) => {
+                metrics::counter!(crate::metrics::TELEMETRY_ROWS_WRITTEN).increment(written);
+                metrics::histogram!(crate::metrics::TELEMETRY_FLUSH_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                return;
+            }
+            Err(err) => {
+                metrics::counter!(crate::metrics::TELEMETRY_WRITE_ERRORS).increment(1);
+                if shutting_down && attempt >= SHUTDOWN_ATTEMPTS {
+                    tracing::error!(error = %err, events = batch.len(), "cannot write telemetry at shutdown; giving up on this batch");
+                    return;
+                }
+                // Keeping the batch and retrying lets the queue fill, which is the
+                // backpressure we want, rather than losing what devices sent.
+                tracing::warn!(error = %err, events = batch.len(), attempt, "cannot write telemetry; retrying");
+                tokio::time::sleep(RETRY_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Writes one batch in one transaction; returns the telemetry rows written.
+async fn flush(db: &DatabaseConnection, batch: &[DeviceEvent]) -> Result<u64, DbErr> {
+    let ids: Vec<Uuid> = batch
+        .iter()
+        .map(|e| e.device_id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let txn = db.begin().await?;
+
+    // Through an external broker anyone may publish on any topic; rows for devices we never
+    // provisioned are dropped here rather than failing the batch on the foreign key.
+    let mut known = HashSet::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let found: Vec<Uuid> = device_table::Entity::find()
+            .filter(device_table::Column::Id.is_in(chunk.iter().copied()))
+            .select_only()
+            .column(device_table::Column::Id)
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        known.extend(found);
+    }
+
+    let mut rows = Vec::new();
+    let mut last_seen: HashMap<Uuid, i64> = HashMap::new();
+    let mut status: HashMap<Uuid, (bool, i64)> = HashMap::new();
+    for event in batch {
+        if !known.contains(&event.device_id) {
+            if matches!(event.kind, EventKind::Telemetry { .. }) {
+                metrics::counter!(crate::metrics::TELEMETRY_DROPPED, "reason" => "unknown_device")
+                    .increment(1);
+            }
+            continue;
+        }
+        let seen = last_seen
+            .entry(event.device_id)
+            .or_insert(event.received_at);
+        *seen = (*seen).max(event.received_at);
+        match &event.kind {
+            EventKind::Telemetry { ts, values_json } => rows.push(telemetry::ActiveModel {
+                device_id: Set(event.device_id),
+                ts: Set(*ts),
+                values_json: Set(values_json.clone()),
+                received_at: Set(event.received_at),
+                ..Default::default()
+            }),
+            // The latest status in arrival order wins.
+            EventKind::Status { online } => {
+                status.insert(event.device_id, (*online, event.received_at));
+            }
+            EventKind::Seen => {}
+        }
+    }
+
+    let written = rows.len() as u64;
+    for chunk in rows.chunks(MAX_BATCH) {
+        telemetry::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    for (device_id, seen_at) in last_seen {
+        // Only ever moves forward, whatever order batches from two replicas commit in.
+        device_table::Entity::update_many()
+            .col_expr(device_table::Column::LastSeenAt, Expr::value(seen_at))
+            .filter(device_table::Column::Id.eq(device_id))
+            .filter(
+                Condition::any()
+                    .add(device_table::Column::LastSeenAt.is_null())
+                    .add(device_table::Column::LastSeenAt.lt(seen_at)),
+            )
+            .exec(&txn)
+            .await?;
+        if let Some((online, at)) = status.get(&device_id) {
+            device_table::Entity::update_many()
+                .col_expr(device_table::Column::Online, Expr::value(*online))
+                .col_expr(device_table::Column::StatusAt, Expr::value(*at))
+                .filter(device_table::Column::Id.eq(device_id))
+                .filter(
+                    Condition::any()
+                        .add(device_table::Column::StatusAt.is_null())
+                        .add(device_table::Column::StatusAt.lte(*at)),
+                )
+                .exec(&txn)
+                .await?;
+        }
+    }
+    txn.commit().await?;
+    Ok(written)
+}
+
+/// Which part of a device's history to read.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// Inclusive, unix ms.
+    pub from: Option<i64>,
+    /// Exclusive, unix ms.
+    pub to: Option<i64>,
+    pub limit: u64,
+    pub cursor: Option<Cursor>,
+}
+
+/// Where the previous page ended: the last row's `(ts, id)`, opaque to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    ts: i64,
+    id: i64,
+}
+
+impl Cursor {
+    pub fn parse(raw: &str) -> Option<Cursor> {
+        let decoded = URL_SAFE_NO_PAD.decode(raw).ok()?;
+        let text = std::str::from_utf8(&decoded).ok()?;
+        let (ts, id) = text.split_once(':')?;
+        Some(Cursor {
+            ts: ts.parse().ok()?,
+            id: id.parse().ok()?,
+        })
+    }
+
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.ts, self.id))
+    }
+}
+
+/// One page of history, newest first.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// `(ts, values_json)`.
+    pub items: Vec<(i64, String)>,
+    pub next_cursor: Option<Cursor>,
+}
+
+/// A page of the caller's device's telemetry, from their claim on.
+pub async fn history(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    device_id: Uuid,
+    query: HistoryQuery,
+) -> Result<HistoryPage, DeviceError> {
+    let device = devices::owned(db, user_id, device_id).await?;
+    let since = device.claimed_at.unwrap_or(i64::MAX);
+    let from = query.from.map_or(since, |from| from.max(since));
+    let mut select = telemetry::Entity::find()
+        .filter(telemetry::Column::DeviceId.eq(device_id))
+        .filter(telemetry::Column::Ts.gte(from));
+    if let Some(to) = query.to {
+        select = select.filter(telemetry::Column::Ts.lt(to));
+    }
+    if let Some(cursor) = query.cursor {
+        select = select.filter(
+            Condition::any()
+                .add(telemetry::Column::Ts.lt(cursor.ts))
+                .add(
+                    Condition::all()
+                        .add(telemetry::Column::Ts.eq(cursor.ts))
+                        .add(telemetry::Column::Id.lt(cursor.id)),
+                ),
+        );
+    }
+    let mut rows: Vec<(i64, i64, String)> = select
+        .order_by_desc(telemetry::Column::Ts)
+        .order_by_desc(telemetry::Column::Id)
+        .select_only()
+        .column(telemetry::Column::Id)
+        .column(telemetry::Column::Ts)
+        .column(telemetry::Column::ValuesJson)
+        .limit(query.limit + 1)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let more = rows.len() as u64 > query.limit;
+    rows.truncate(query.limit as usize);
+    let next_cursor = more
+        .then(|| rows.last().map(|(id, ts, _)| Cursor { ts: *ts, id: *id }))
+        .flatten();
+    Ok(HistoryPage {
+        items: rows
+            .into_iter()
+            .map(|(_, ts, values)| (ts, values))
+            .collect(),
+        next_cursor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let cursor = Cursor {
+            ts: 1_700_000_000_123,
+            id: 42,
+        };
+        assert_eq!(Cursor::parse(&cursor.encode()), Some(cursor));
+        assert_eq!(Cursor::parse("not a cursor"), None);
+        assert_eq!(Cursor::parse(&URL_SAFE_NO_PAD.encode("1:x")), None);
+    }
+}
