@@ -84,6 +84,94 @@ async fn a_port_in_use_names_the_port_and_the_variable() {
 }
 
 #[tokio::test]
+async fn a_taken_mqtt_port_names_the_port_and_both_ways_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let output = iotbind(&dir)
+        .env("IOTBIND_DATABASE_URL", fresh_database_url(&dir).await)
+        .env("IOTBIND_HTTP_ADDR", "127.0.0.1:0")
+        .env("IOTBIND_MQTT_LISTEN", addr.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(last.contains(&addr.port().to_string()), "{err}");
+    assert!(last.contains("IOTBIND_MQTT_LISTEN"), "{err}");
+    assert!(last.contains("IOTBIND_MQTT_URL"), "{err}");
+}
+
+#[tokio::test]
+async fn device_provision_prints_one_json_line_per_device_with_its_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(&dir).await;
+    let output = iotbind(&dir)
+        .env("IOTBIND_DATABASE_URL", &url)
+        .args(["device", "provision", "--count", "3", "--model", "thermo-2"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let devices: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect();
+    assert_eq!(devices.len(), 3);
+    for device in &devices {
+        for field in [
+            "device_id",
+            "serial",
+            "claim_code",
+            "mqtt_username",
+            "mqtt_password",
+        ] {
+            assert!(
+                device[field].as_str().is_some_and(|v| !v.is_empty()),
+                "{field} in {device}"
+            );
+        }
+        assert_eq!(device["mqtt_username"], device["device_id"]);
+    }
+    let mut passwords: Vec<_> = devices.iter().map(|d| d["mqtt_password"].clone()).collect();
+    passwords.dedup();
+    assert_eq!(passwords.len(), 3, "every device has its own password");
+
+    // The secrets are stored only as hashes.
+    let db = sea_orm::Database::connect(url.as_str()).await.unwrap();
+    use sea_orm::EntityTrait;
+    let stored = iotbind::entity::devices::Entity::find()
+        .all(&db)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 3);
+    for row in stored {
+        let printed = devices
+            .iter()
+            .find(|d| d["device_id"] == row.id.to_string())
+            .expect("every stored device was printed");
+        assert_ne!(
+            row.mqtt_password_hash,
+            printed["mqtt_password"].as_str().unwrap()
+        );
+        assert_ne!(row.claim_code_hash, printed["claim_code"].as_str().unwrap());
+        assert_eq!(row.model.as_deref(), Some("thermo-2"));
+    }
+}
+
+#[tokio::test]
+async fn device_provision_refuses_a_count_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = iotbind(&dir)
+        .env("IOTBIND_DATABASE_URL", fresh_database_url(&dir).await)
+        .args(["device", "provision", "--count", "0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("--count"), "{}", stderr(&output));
+}
+
+#[tokio::test]
 async fn migrate_applies_the_migrations() {
     let dir = tempfile::tempdir().unwrap();
     let output = iotbind(&dir)

@@ -2,12 +2,18 @@
 //! to it over HTTP (and runs the `iotbind` binary for the CLI), as a client would.
 
 mod auth;
+mod broker;
+mod broker_proxy;
 mod cli;
+mod commands;
+mod device_client;
+mod devices;
 mod errors;
 mod helpers;
 mod me;
 mod openapi;
 mod operations;
 mod races;
+mod telemetry;
 mod tokens;
 mod wechat;

@@ -283,6 +283,7 @@ async fn tokens_survive_a_restart_in_development() {
     // A second server on the same database signs with the same generated key.
     let settings = iotbind::config::Settings::from_args(&iotbind::config::ConfigArgs {
         http_addr: Some("127.0.0.1:0".into()),
+        mqtt_listen: Some("127.0.0.1:0".into()),
         database_url: Some(app.database_url.clone()),
         ..Default::default()
     })

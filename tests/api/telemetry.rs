@@ -1,0 +1,452 @@
+//! Telemetry from real MQTT devices to `latest` and history, bad payloads, a burst from many
+//! devices, and online status from the status topic and the last will.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::device_client::{TestDevice, eventually};
+use crate::devices::{get_device, list_devices, millis, owner_with_devices};
+use crate::helpers::{TestApp, assert_error, spawn_app};
+
+/// `GET /devices/{id}/telemetry` with `query`, which must succeed; returns the rows and
+/// `next_cursor`.
+pub async fn telemetry_page(
+    app: &TestApp,
+    token: &str,
+    device_id: &str,
+    query: &[(&str, &str)],
+) -> (Vec<Value>, Option<String>) {
+    let response = app
+        .authed(
+            Method::GET,
+            &format!("/api/v1/devices/{device_id}/telemetry"),
+            token,
+        )
+        .query(query)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(
+        response.status(),
+        200,
+        "history of {device_id} with {query:?}"
+    );
+    let body: Value = response.json().await.expect("JSON");
+    let items = body["items"].as_array().expect("items").clone();
+    let cursor = match &body["next_cursor"] {
+        Value::Null => None,
+        Value::String(cursor) => Some(cursor.clone()),
+        other => panic!("next_cursor is a string or null, not {other}"),
+    };
+    (items, cursor)
+}
+
+/// Every row of a device's history within `query`, following `next_cursor` page by page
+/// of `limit`, in the order served. Fails if a page is larger than asked or if a page
+/// before the last is not full, since a client stops at the first short page.
+pub async fn history_paged(
+    app: &TestApp,
+    token: &str,
+    device_id: &str,
+    query: &[(&str, &str)],
+    limit: usize,
+) -> Vec<Value> {
+    let limit_text = limit.to_string();
+    let mut rows = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..=10_000 / limit + 2 {
+        let mut page_query = query.to_vec();
+        page_query.push(("limit", &limit_text));
+        if let Some(cursor) = &cursor {
+            page_query.push(("cursor", cursor));
+        }
+        let (items, next) = telemetry_page(app, token, device_id, &page_query).await;
+        assert!(
+            items.len() <= limit,
+            "a page of {} rows for limit {limit}",
+            items.len()
+        );
+        let full = items.len() == limit;
+        rows.extend(items);
+        match next {
+            Some(next) => {
+                assert!(full, "a short page before the last, at row {}", rows.len());
+                cursor = Some(next);
+            }
+            None => return rows,
+        }
+    }
+    panic!("next_cursor never ran out for {device_id}");
+}
+
+/// A device's whole history as its owner sees it, newest first.
+pub async fn history(app: &TestApp, token: &str, device_id: &str) -> Vec<Value> {
+    history_paged(app, token, device_id, &[], 1000).await
+}
+
+/// The sum of a Prometheus counter's series whose labels include `labels`, from `/metrics`
+/// (0 when absent). Counters are process-wide and tests run in parallel, so tests compare
+/// before and after, and ask for at least their own increments.
+pub async fn metric(app: &TestApp, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let mut total = 0.0;
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((series_name, rest)) => (series_name, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let wanted = labels.iter().all(|(key, value)| {
+            series_labels
+                .split(',')
+                .any(|pair| pair == format!("{key}=\"{value}\""))
+        });
+        if series_name == name && wanted {
+            total += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    total
+}
+
+/// `ms` as an RFC 3339 query value with milliseconds.
+fn rfc3339(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .expect("a representable time")
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The `seq` value of each row.
+fn seqs(rows: &[Value]) -> Vec<i64> {
+    rows.iter()
+        .map(|row| row["values"]["seq"].as_i64().expect("a seq value"))
+        .collect()
+}
+
+/// A claimed, connected device that has sent `count` rows `{"seq": i}` stamped
+/// `first_ts + 10 * i` ms, all stored; returns the owner's token, the device and `first_ts`.
+async fn device_with_rows(app: &TestApp, count: i64) -> (String, TestDevice, i64) {
+    let (token, devices) = owner_with_devices(app, 1).await;
+    let device = TestDevice::connect(app, &devices[0]).await;
+    // One millisecond on, so that no row can sort before the claim and be hidden from the
+    // owner, whatever the precision of `claimed_at`.
+    let first_ts = Utc::now().timestamp_millis() + 1;
+    for seq in 0..count {
+        device
+            .send_telemetry(&json!({ "ts": first_ts + 10 * seq, "values": { "seq": seq } }))
+            .await;
+    }
+    let id = device.id.clone();
+    eventually(&format!("{count} rows stored"), async || {
+        (history(app, &token, &id).await.len() as i64 >= count).then_some(())
+    })
+    .await;
+    (token, device, first_ts)
+}
+
+#[tokio::test]
+async fn a_devices_telemetry_shows_in_latest_and_in_history() {
+    let app = spawn_app().await;
+    let (token, devices) = owner_with_devices(&app, 1).await;
+    let device = TestDevice::connect(&app, &devices[0]).await;
+    let ts = Utc::now().timestamp_millis() + 1;
+    let values = json!({ "temp": 21.5, "on": true, "mode": "eco", "count": 3 });
+
+    device
+        .send_telemetry(&json!({ "ts": ts, "values": values }))
+        .await;
+
+    let latest = eventually("latest telemetry", async || {
+        let described = get_device(&app, &token, &device.id).await;
+        (!described["latest"].is_null()).then(|| described["latest"].clone())
+    })
+    .await;
+    assert_eq!(latest["values"], values);
+    assert_eq!(millis(&latest["ts"]), ts);
+    let text = latest["ts"].as_str().unwrap();
+    let fraction = text
+        .split_once('.')
+        .map(|(_, rest)| rest.chars().take_while(char::is_ascii_digit).count());
+    assert_eq!(fraction, Some(3), "ts {text} has milliseconds");
+    assert_eq!(history(&app, &token, &device.id).await, vec![latest]);
+}
+
+#[tokio::test]
+async fn a_message_without_ts_is_stamped_with_the_time_it_arrived() {
+    let app = spawn_app().await;
+    let (token, devices) = owner_with_devices(&app, 1).await;
+    let device = TestDevice::connect(&app, &devices[0]).await;
+
+    let before = Utc::now().timestamp_millis();
+    device
+        .send_telemetry(&json!({ "values": { "temp": 19 } }))
+        .await;
+    let rows = eventually("the unstamped row", async || {
+        let rows = history(&app, &token, &device.id).await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    let after = Utc::now().timestamp_millis();
+
+    let ts = millis(&rows[0]["ts"]);
+    assert!(
+        (before..=after).contains(&ts),
+        "stamped {ts}, sent within [{before}, {after}]"
+    );
+    assert_eq!(rows[0]["values"], json!({ "temp": 19 }));
+}
+
+#[tokio::test]
+async fn paging_returns_every_row_once_newest_first() {
+    let app = spawn_app().await;
+    let (token, device, _) = device_with_rows(&app, 25).await;
+
+    let rows = history_paged(&app, &token, &device.id, &[], 10).await;
+
+    assert_eq!(seqs(&rows), (0..25).rev().collect::<Vec<_>>());
+    let stamps: Vec<i64> = rows.iter().map(|row| millis(&row["ts"])).collect();
+    assert!(
+        stamps.windows(2).all(|pair| pair[0] > pair[1]),
+        "{stamps:?}"
+    );
+}
+
+#[tokio::test]
+async fn rows_sharing_a_timestamp_are_paged_without_loss_or_repeats() {
+    let app = spawn_app().await;
+    let (token, devices) = owner_with_devices(&app, 1).await;
+    let device = TestDevice::connect(&app, &devices[0]).await;
+    let ts = Utc::now().timestamp_millis() + 1;
+    for seq in 0..7 {
+        device
+            .send_telemetry(&json!({ "ts": ts, "values": { "seq": seq } }))
+            .await;
+    }
+    eventually("7 rows stored", async || {
+        (history(&app, &token, &device.id).await.len() >= 7).then_some(())
+    })
+    .await;
+
+    let rows = history_paged(&app, &token, &device.id, &[], 3).await;
+
+    let mut found = seqs(&rows);
+    found.sort_unstable();
+    assert_eq!(found, (0..7).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn from_is_inclusive_and_to_is_exclusive() {
+    let app = spawn_app().await;
+    let (token, device, first_ts) = device_with_rows(&app, 25).await;
+    let from = rfc3339(first_ts + 10 * 5);
+    let to = rfc3339(first_ts + 10 * 15);
+
+    let window = history_paged(&app, &token, &device.id, &[("from", &from), ("to", &to)], 4).await;
+    assert_eq!(seqs(&window), (5..15).rev().collect::<Vec<_>>());
+
+    let since = history_paged(&app, &token, &device.id, &[("from", &from)], 100).await;
+    assert_eq!(seqs(&since), (5..25).rev().collect::<Vec<_>>());
+
+    let until = history_paged(&app, &token, &device.id, &[("to", &to)], 100).await;
+    assert_eq!(seqs(&until), (0..15).rev().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn out_of_range_history_queries_are_invalid_request() {
+    let app = spawn_app().await;
+    let (token, devices) = owner_with_devices(&app, 1).await;
+    let path = format!("/api/v1/devices/{}/telemetry", devices[0].device_id);
+
+    for query in [
+        [("limit", "0")],
+        [("limit", "1001")],
+        [("limit", "many")],
+        [("from", "garbage")],
+        [("to", "yesterday")],
+        [("cursor", "garbage")],
+    ] {
+        let response = app
+            .authed(Method::GET, &path, &token)
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, 400, "invalid_request").await;
+    }
+    for limit in ["1", "1000"] {
+        let (items, cursor) =
+            telemetry_page(&app, &token, &devices[0].device_id, &[("limit", limit)]).await;
+        assert!(items.is_empty() && cursor.is_none());
+    }
+}
+
+#[tokio::test]
+async fn bad_payloads_are_dropped_and_counted_and_the_next_good_one_is_stored() {
+    let app = spawn_app().await;
+    let (token, devices) = owner_with_devices(&app, 1).await;
+    let device = TestDevice::connect(&app, &devices[0]).await;
+    let reasons = [
+        "invalid_json",
+        "invalid_payload",
+        "too_many_values",
+        "too_large",
+    ];
+    let mut dropped_before = Vec::new();
+    for reason in reasons {
+        let labels = [("reason", reason)];
+        dropped_before.push(metric(&app, "iotbind_telemetry_dropped_total", &labels).await);
+    }
+    let too_many: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("v{i}"), json!(i))).collect();
+    let invalid_json: Vec<Vec<u8>> = vec![b"not json {".to_vec(), vec![0xff, 0xfe, 0x00]];
+    let invalid_payload: Vec<Vec<u8>> = [
+        json!([1, 2, 3]),
+        json!({ "ts": 1 }),
+        json!({ "values": [1, 2] }),
+        json!({ "values": { "nested": { "a": 1 } } }),
+        json!({ "values": { "nothing": null } }),
+        json!({ "ts": "yesterday", "values": { "a": 1 } }),
+    ]
+    .iter()
+    .map(|payload| payload.to_string().into_bytes())
+    .collect();
+    let too_many_values = vec![json!({ "values": too_many }).to_string().into_bytes()];
+    let too_large = vec![
+        json!({ "values": { "blob": "x".repeat(20 * 1024) } })
+            .to_string()
+            .into_bytes(),
+    ];
+    let bad_payloads = [invalid_json, invalid_payload, too_many_values, too_large];
+
+    for payload in bad_payloads.iter().flatten() {
+        device.send_raw_telemetry(payload.clone()).await;
+    }
+    device
+        .send_telemetry(&json!({ "values": { "ok": 1 } }))
+        .await;
+
+    let rows = eventually("the good payload stored", async || {
+        let rows = history(&app, &token, &device.id).await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows.len(), 1, "only the good payload is stored: {rows:?}");
+    assert_eq!(rows[0]["values"], json!({ "ok": 1 }));
+    for ((reason, before), payloads) in reasons.iter().zip(dropped_before).zip(&bad_payloads) {
+        let sent = payloads.len() as f64;
+        eventually(
+            &format!("{sent} payloads counted as {reason}"),
+            async || {
+                let labels = [("reason", *reason)];
+                let dropped = metric(&app, "iotbind_telemetry_dropped_total", &labels).await;
+                (dropped >= before + sent).then_some(())
+            },
+        )
+        .await;
+    }
+    assert!(device.ended().is_none(), "the device was disconnected");
+}
+
+#[tokio::test]
+async fn a_message_of_exactly_64_values_is_stored() {
+    let app = spawn_app().await;
+    let (token, devices) = owner_with_devices(&app, 1).await;
+    let device = TestDevice::connect(&app, &devices[0]).await;
+    let values: serde_json::Map<String, Value> =
+        (0..64).map(|i| (format!("v{i}"), json!(i))).collect();
+
+    device.send_telemetry(&json!({ "values": values })).await;
+
+    let rows = eventually("the 64-value row", async || {
+        let rows = history(&app, &token, &device.id).await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows[0]["values"], Value::Object(values));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_messages_from_ten_devices_are_all_stored_exactly_once() {
+    let app = spawn_app().await;
+    let (token, provisioned) = owner_with_devices(&app, 10).await;
+    let devices =
+        futures_util::future::join_all(provisioned.iter().map(|d| TestDevice::connect(&app, d)))
+            .await;
+
+    futures_util::future::join_all(devices.iter().map(|device| async move {
+        for seq in 0..100 {
+            device
+                .send_telemetry(&json!({ "values": { "seq": seq } }))
+                .await;
+        }
+    }))
+    .await;
+
+    for device in &devices {
+        eventually(&format!("100 rows of {}", device.id), async || {
+            (history(&app, &token, &device.id).await.len() >= 100).then_some(())
+        })
+        .await;
+        // Small pages, so that rows sharing a millisecond must be split across pages too.
+        let rows = history_paged(&app, &token, &device.id, &[], 37).await;
+        let distinct: HashSet<i64> = seqs(&rows).into_iter().collect();
+        assert_eq!(rows.len(), 100, "{} stored {} rows", device.id, rows.len());
+        assert_eq!(
+            distinct,
+            (0..100).collect(),
+            "{} lost or repeated rows",
+            device.id
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_connected_device_is_online_and_one_that_vanished_is_offline() {
+    let app = spawn_app().await;
+    let (token, devices) = owner_with_devices(&app, 1).await;
+    let id = devices[0].device_id.clone();
+
+    let device = TestDevice::connect(&app, &devices[0]).await;
+    let online = eventually("the device listed online", async || {
+        let listed = list_devices(&app, &token).await;
+        (listed[0]["online"] == true).then(|| listed[0].clone())
+    })
+    .await;
+    let seen = millis(&online["last_seen_at"]);
+
+    device.vanish().await;
+    let offline = eventually("the device offline after its last will", async || {
+        let described = get_device(&app, &token, &id).await;
+        (described["online"] == false).then_some(described)
+    })
+    .await;
+    assert!(
+        millis(&offline["last_seen_at"]) >= seen,
+        "last_seen_at went back: {offline}"
+    );
+}
+
+#[tokio::test]
+async fn a_device_that_says_goodbye_is_offline() {
+    let app = spawn_app().await;
+    let (token, devices) = owner_with_devices(&app, 1).await;
+    let id = devices[0].device_id.clone();
+    let device = TestDevice::connect(&app, &devices[0]).await;
+    eventually("the device online", async || {
+        (get_device(&app, &token, &id).await["online"] == true).then_some(())
+    })
+    .await;
+
+    device.disconnect().await;
+
+    eventually("the device offline after its goodbye", async || {
+        (get_device(&app, &token, &id).await["online"] == false).then_some(())
+    })
+    .await;
+}
