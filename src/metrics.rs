@@ -15,6 +15,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Login attempts, by `method` and `outcome` (`authenticated`, `bind_required` or the error
+/// code).
+pub const LOGINS: &str = "iotbind_logins_total";
 /// Publishes and subscriptions the embedded broker refused, by `action`.
 pub const MQTT_FORBIDDEN: &str = "iotbind_mqtt_forbidden_total";
 /// Messages the backend received from devices, by `topic` kind.
@@ -75,4 +78,9 @@ pub fn record_http_request(route: &str, method: &str, status: u16, elapsed: Dura
         "method" => method.to_owned()
     )
     .record(elapsed.as_secs_f64());
+}
+
+/// Counts one login attempt (WeChat code, bind, register, password or refresh) by outcome.
+pub fn record_login(method: &'static str, outcome: &'static str) {
+    metrics::counter!(LOGINS, "method" => method, "outcome" => outcome).increment(1);
 }

@@ -168,6 +168,20 @@ error_docs!(LogoutErrors {
     413: "`payload_too_large`",
 });
 
+/// Counts a login attempt that ends in a session or an error, under `method`.
+fn counted<T, E, D>(method: &'static str, result: Result<T, E>) -> Result<T, ApiFailure<D>>
+where
+    ApiFailure<D>: From<E>,
+{
+    let result = result.map_err(ApiFailure::from);
+    let outcome = match &result {
+        Ok(_) => "authenticated",
+        Err(failure) => failure.code(),
+    };
+    crate::metrics::record_login(method, outcome);
+    result
+}
+
 #[OpenApi(prefix_path = "/api/v1/auth", tag = "ApiTags::Auth")]
 impl AuthApi {
     /// Log in with a wx.login() code
@@ -186,7 +200,16 @@ impl AuthApi {
         state: Data<&AppState>,
         body: Json<WechatLoginRequest>,
     ) -> Result<Json<WechatLoginResult>, ApiFailure<WechatLoginErrors>> {
-        Ok(Json(match auth::wechat_login(&state, &body.code).await? {
+        let result = auth::wechat_login(&state, &body.code)
+            .await
+            .map_err(ApiFailure::from);
+        let outcome = match &result {
+            Ok(auth::WechatLogin::Authenticated(_)) => "authenticated",
+            Ok(auth::WechatLogin::BindRequired { .. }) => "bind_required",
+            Err(failure) => failure.code(),
+        };
+        crate::metrics::record_login("wechat", outcome);
+        Ok(Json(match result? {
             auth::WechatLogin::Authenticated(session) => {
                 WechatLoginResult::Authenticated((*session).into())
             }
@@ -215,13 +238,16 @@ impl AuthApi {
         body: Json<BindRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<BindErrors>> {
         let Json(body) = body;
-        let session = auth::bind(
-            &state,
-            &body.bind_ticket,
-            &body.username,
-            SecretString::from(body.password),
-        )
-        .await?;
+        let session = counted(
+            "bind",
+            auth::bind(
+                &state,
+                &body.bind_ticket,
+                &body.username,
+                SecretString::from(body.password),
+            )
+            .await,
+        )?;
         Ok(Json(session.into()))
     }
 
@@ -239,14 +265,17 @@ impl AuthApi {
         body: Json<RegisterRequest>,
     ) -> Result<Registered, ApiFailure<RegisterErrors>> {
         let Json(body) = body;
-        let session = auth::register(
-            &state,
-            &body.bind_ticket,
-            &body.username,
-            SecretString::from(body.password),
-            body.nickname.map(Text::into_inner),
-        )
-        .await?;
+        let session = counted(
+            "register",
+            auth::register(
+                &state,
+                &body.bind_ticket,
+                &body.username,
+                SecretString::from(body.password),
+                body.nickname.map(Text::into_inner),
+            )
+            .await,
+        )?;
         Ok(Registered::Created(Json(session.into())))
     }
 
@@ -260,8 +289,10 @@ impl AuthApi {
         body: Json<LoginRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<LoginErrors>> {
         let Json(body) = body;
-        let session =
-            auth::password_login(&state, &body.username, SecretString::from(body.password)).await?;
+        let session = counted(
+            "password",
+            auth::password_login(&state, &body.username, SecretString::from(body.password)).await,
+        )?;
         Ok(Json(session.into()))
     }
 
@@ -275,7 +306,7 @@ impl AuthApi {
         state: Data<&AppState>,
         body: Json<RefreshRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<RefreshErrors>> {
-        let session = auth::refresh(&state, &body.refresh_token).await?;
+        let session = counted("refresh", auth::refresh(&state, &body.refresh_token).await)?;
         Ok(Json(session.into()))
     }
 

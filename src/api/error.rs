@@ -188,6 +188,13 @@ impl<D, E: IntoApiError> From<E> for ApiFailure<D> {
     }
 }
 
+impl<D> ApiFailure<D> {
+    /// The stable error code, e.g. for counting outcomes.
+    pub fn code(&self) -> &'static str {
+        self.error.code()
+    }
+}
+
 impl<D> From<ApiFailure<D>> for poem::Error {
     fn from(failure: ApiFailure<D>) -> poem::Error {
         poem::Error::from(failure.error)

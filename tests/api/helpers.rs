@@ -71,6 +71,12 @@ pub async fn spawn_app_with(mut args: ConfigArgs) -> TestApp {
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
+    // The backend's MQTT connection comes up in the background; tests start once it is up
+    // (or give up waiting and let a test about an unreachable broker see it down).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !state.mqtt.is_connected() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     TestApp {
         address,
         client: reqwest::Client::builder()

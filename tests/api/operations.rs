@@ -14,7 +14,7 @@ async fn liveness_answers_live() {
 }
 
 #[tokio::test]
-async fn readiness_reports_the_database_up() {
+async fn readiness_reports_the_database_and_the_broker_up() {
     let app = spawn_app().await;
     let response = app.get("/health/ready").await;
     assert_eq!(response.status(), 200);
@@ -22,6 +22,8 @@ async fn readiness_reports_the_database_up() {
     assert_eq!(body["status"], "ready");
     assert_eq!(body["checks"][0]["name"], "database");
     assert_eq!(body["checks"][0]["state"], "up");
+    assert_eq!(body["checks"][1]["name"], "broker");
+    assert_eq!(body["checks"][1]["state"], "up");
 }
 
 #[tokio::test]
@@ -141,4 +143,25 @@ async fn shutdown_lets_an_in_flight_request_finish() {
         .unwrap()
         .expect("the in-flight request was answered");
     crate::helpers::assert_error(response, 401, "invalid_credentials").await;
+}
+
+#[tokio::test]
+async fn logins_are_counted_by_method_and_outcome() {
+    let app = spawn_app().await;
+    let refused = app.login("nobody-here", "wrong password 1").await;
+    assert_eq!(refused.status(), 401);
+    let (code, _) = app.mint_code(None).await;
+    app.ticket_for_code(&code).await;
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for series in [
+        r#"iotbind_logins_total{method="password",outcome="invalid_credentials"}"#,
+        r#"iotbind_logins_total{method="wechat",outcome="bind_required"}"#,
+    ] {
+        let count = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|value| value.trim().parse::<f64>().ok());
+        assert!(count.is_some_and(|c| c >= 1.0), "{series} in:\n{metrics}");
+    }
 }
