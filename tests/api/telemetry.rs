@@ -450,3 +450,38 @@ async fn a_device_that_says_goodbye_is_offline() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_writer_flushes_what_is_pending_when_its_queue_closes() {
+    use iotbind::service::telemetry::{DeviceEvent, EventKind, start_writer};
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+
+    let app = spawn_app().await;
+    let device = app.provision(1).await.remove(0);
+    let device_id: uuid::Uuid = device.device_id.parse().unwrap();
+    // A writer of our own, so nothing else flushes for it: closing its queue right after the
+    // pushes is what shutdown does, with the events still waiting for their batch.
+    let (queue, writer) = start_writer(app.state.db.clone());
+    let now = Utc::now().timestamp_millis();
+    for n in 0..3 {
+        queue
+            .push(DeviceEvent {
+                device_id,
+                received_at: now,
+                kind: EventKind::Telemetry {
+                    ts: now + n,
+                    values_json: json!({ "n": n }).to_string(),
+                },
+            })
+            .await;
+    }
+    drop(queue);
+    writer.await.expect("the writer ends cleanly");
+
+    let stored = iotbind::entity::telemetry::Entity::find()
+        .filter(iotbind::entity::telemetry::Column::DeviceId.eq(device_id))
+        .count(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 3);
+}
