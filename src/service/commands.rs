@@ -236,17 +236,8 @@ impl CommandRelay {
     }
 
     async fn expire(&self, id: Uuid) -> Result<(), DbErr> {
-        let expired = commands::Entity::update_many()
-            .col_expr(
-                commands::Column::Status,
-                Expr::value(CommandStatus::TimedOut.as_str()),
-            )
-            .col_expr(
-                commands::Column::CompletedAt,
-                Expr::col(commands::Column::ExpiresAt),
-            )
+        let expired = time_out()
             .filter(commands::Column::Id.eq(id))
-            .filter(commands::Column::Status.eq(CommandStatus::Sent.as_str()))
             .exec(&self.db)
             .await?;
         if expired.rows_affected > 0 {
@@ -263,12 +254,9 @@ impl CommandRelay {
     }
 }
 
-/// Marks every overdue `sent` command `timed_out` (of one device, or all); returns how many.
-pub async fn expire_overdue(
-    db: &impl ConnectionTrait,
-    device_id: Option<Uuid>,
-) -> Result<u64, DbErr> {
-    let mut update = commands::Entity::update_many()
+/// `sent` → `timed_out`, completed at its expiry; the caller narrows it down.
+fn time_out() -> sea_orm::UpdateMany<commands::Entity> {
+    commands::Entity::update_many()
         .col_expr(
             commands::Column::Status,
             Expr::value(CommandStatus::TimedOut.as_str()),
@@ -278,7 +266,14 @@ pub async fn expire_overdue(
             Expr::col(commands::Column::ExpiresAt),
         )
         .filter(commands::Column::Status.eq(CommandStatus::Sent.as_str()))
-        .filter(commands::Column::ExpiresAt.lt(now_ms()));
+}
+
+/// Marks every overdue `sent` command `timed_out` (of one device, or all); returns how many.
+pub async fn expire_overdue(
+    db: &impl ConnectionTrait,
+    device_id: Option<Uuid>,
+) -> Result<u64, DbErr> {
+    let mut update = time_out().filter(commands::Column::ExpiresAt.lt(now_ms()));
     if let Some(device_id) = device_id {
         update = update.filter(commands::Column::DeviceId.eq(device_id));
     }
