@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -65,6 +65,7 @@ impl BackendCredential {
 pub struct EmbeddedBroker {
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    access: Arc<DeviceAccess>,
 }
 
 impl EmbeddedBroker {
@@ -80,7 +81,7 @@ impl EmbeddedBroker {
         *scx.extends.shared_subscription_mut().await = Box::new(ShareByDevice);
 
         let access = Arc::new(DeviceAccess {
-            db,
+            db: RwLock::new(Some(db)),
             backend,
             credentials: moka::future::Cache::builder()
                 .max_capacity(CREDENTIAL_CACHE_CAPACITY)
@@ -123,7 +124,7 @@ impl EmbeddedBroker {
             }
         });
         tracing::info!("embedded MQTT broker listening on mqtt://{addr}");
-        Ok(EmbeddedBroker { addr, task })
+        Ok(EmbeddedBroker { addr, task, access })
     }
 
     /// The address devices connect to (the real port when 0 was asked for).
@@ -131,15 +132,16 @@ impl EmbeddedBroker {
         self.addr
     }
 
-    /// Stops accepting connections and drops the ones open.
+    /// Stops accepting connections and lets go of the database.
     pub fn stop(&self) {
         self.task.abort();
+        self.access.release();
     }
 }
 
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 
@@ -162,13 +164,22 @@ fn bind_error(err: &rmqtt::Error, addr: SocketAddr) -> anyhow::Error {
 
 /// Who may connect, and what each client may do.
 struct DeviceAccess {
-    db: DatabaseConnection,
+    /// rmqtt's server context refers to itself and so is never freed; the hooks inside it
+    /// must therefore let go of the database when the broker stops, or its pool outlives the
+    /// broker (one leaked pool per server started in a process, as the tests do).
+    db: RwLock<Option<DatabaseConnection>>,
     backend: BackendCredential,
     /// Device id → SHA-256 of its MQTT password (`None`: no such device).
     credentials: moka::future::Cache<Uuid, Option<String>>,
 }
 
 impl DeviceAccess {
+    fn release(&self) {
+        if let Ok(mut db) = self.db.write() {
+            db.take();
+        }
+    }
+
     async fn authenticate(
         &self,
         client_id: &str,
@@ -191,7 +202,9 @@ impl DeviceAccess {
         if client_id != username {
             return AuthResult::NotAuthorized;
         }
-        let db = self.db.clone();
+        let Some(db) = self.db.read().ok().and_then(|db| db.clone()) else {
+            return AuthResult::NotAuthorized;
+        };
         let stored = self
             .credentials
             .try_get_with(device_id, async move {
