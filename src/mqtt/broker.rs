@@ -110,6 +110,8 @@ impl EmbeddedBroker {
             .session_expiry_interval(SESSION_EXPIRY)
             .max_session_expiry_interval(SESSION_EXPIRY)
             .nodelay(true)
+            // A restart must not wait for the old connections' TIME_WAIT to clear.
+            .reuseaddr(Some(true))
             .bind()
             .map_err(|err| bind_error(&err, listen))?
             .tcp()

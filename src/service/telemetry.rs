@@ -159,10 +159,10 @@ async fn flush(db: &DatabaseConnection, batch: &[DeviceEvent]) -> Result<u64, Db
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let txn = db.begin().await?;
-
     // Through an external broker anyone may publish on any topic; rows for devices we never
-    // provisioned are dropped here rather than failing the batch on the foreign key.
+    // provisioned are dropped here rather than failing the batch on the foreign key. Devices
+    // are never deleted, so this read may happen before the transaction, which then opens
+    // with a write: SQLite refuses to upgrade a reading transaction while others write.
     let mut known = HashSet::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
         let found: Vec<Uuid> = device_table::Entity::find()
@@ -170,7 +170,7 @@ async fn flush(db: &DatabaseConnection, batch: &[DeviceEvent]) -> Result<u64, Db
             .select_only()
             .column(device_table::Column::Id)
             .into_tuple()
-            .all(&txn)
+            .all(db)
             .await?;
         known.extend(found);
     }
@@ -207,6 +207,7 @@ async fn flush(db: &DatabaseConnection, batch: &[DeviceEvent]) -> Result<u64, Db
     }
 
     let written = rows.len() as u64;
+    let txn = db.begin().await?;
     for chunk in rows.chunks(MAX_BATCH) {
         telemetry::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(&txn)

@@ -9,6 +9,7 @@ mod commands;
 mod device_client;
 mod devices;
 mod errors;
+mod fleet;
 mod helpers;
 mod me;
 mod openapi;
