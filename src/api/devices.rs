@@ -33,15 +33,20 @@ pub struct Device {
     pub id: Uuid,
     /// Printed on the label, with the claim code.
     pub serial: String,
+    #[oai(nullable)]
     pub name: Option<String>,
+    #[oai(nullable)]
     pub model: Option<String>,
     /// From the device's retained status and its last will.
     pub online: bool,
     /// When any message from the device last arrived.
+    #[oai(nullable)]
     pub last_seen_at: Option<DateTime<Utc>>,
     /// When the current owner claimed it; they see data from then on.
+    #[oai(nullable)]
     pub claimed_at: Option<DateTime<Utc>>,
     /// The newest telemetry since the claim.
+    #[oai(nullable)]
     pub latest: Option<TelemetryPoint>,
 }
 
@@ -126,6 +131,7 @@ pub struct DeviceList {
 pub struct TelemetryPage {
     pub items: Vec<TelemetryPoint>,
     /// Pass as `cursor` for the next (older) page; null on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -162,11 +168,14 @@ pub struct Command {
     pub params: BTreeMap<String, Value>,
     pub status: CommandState,
     /// What the device answered, if anything.
+    #[oai(nullable)]
     pub result: Option<BTreeMap<String, Value>>,
     /// The device's error text for `failed` or `rejected`.
+    #[oai(nullable)]
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     /// When it became final.
+    #[oai(nullable)]
     pub completed_at: Option<DateTime<Utc>>,
 }
 

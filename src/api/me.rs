@@ -26,6 +26,7 @@ struct UpdateMeRequest {
     /// 1–32 characters.
     nickname: MaybeUndefined<Text>,
     /// An https:// URL of at most 512 characters, or null to clear it.
+    #[oai(nullable)]
     avatar_url: MaybeUndefined<Text>,
 }
 

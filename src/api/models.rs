@@ -36,6 +36,7 @@ pub struct User {
     pub username: String,
     pub nickname: String,
     /// An https URL, or null.
+    #[oai(nullable)]
     pub avatar_url: Option<String>,
     pub role: UserRole,
     /// Whether a WeChat identity is linked to this account.

@@ -1,5 +1,10 @@
-//! The committed spec in `openapi/openapi.json` is exactly what the server serves.
+//! The committed spec in `openapi/openapi.json` is exactly what the server serves, and what
+//! the server answers matches it.
 
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::devices::owner_with_devices;
 use crate::helpers::spawn_app;
 
 #[tokio::test]
@@ -34,4 +39,101 @@ async fn every_operation_has_a_stable_id_a_summary_and_a_tag() {
             assert!(operation["tags"][0].is_string(), "{what} has a tag");
         }
     }
+}
+
+/// The schema a `$ref` (or an `allOf` around one) points at, resolved in `spec`.
+fn component<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
+    let reference = schema["$ref"]
+        .as_str()
+        .or_else(|| schema["allOf"][0]["$ref"].as_str());
+    match reference {
+        Some(reference) => {
+            let name = reference.trim_start_matches("#/components/schemas/");
+            &spec["components"]["schemas"][name]
+        }
+        None => schema,
+    }
+}
+
+/// Every `null` in `answer`, at any depth, is allowed by the `schema` it was answered under.
+fn assert_nulls_declared(spec: &Value, schema: &Value, answer: &Value, at: &str) {
+    let schema = component(spec, schema);
+    match answer {
+        Value::Object(fields) => {
+            for (name, value) in fields {
+                let Some(property) = schema["properties"].get(name) else {
+                    continue;
+                };
+                let here = format!("{at}.{name}");
+                if value.is_null() {
+                    assert_eq!(
+                        property["nullable"],
+                        json!(true),
+                        "{here} is answered as null, so the spec must declare it nullable"
+                    );
+                } else {
+                    assert_nulls_declared(spec, property, value, &here);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                assert_nulls_declared(spec, &schema["items"], item, &format!("{at}[{i}]"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Found by schemathesis (`.ci/schemathesis.sh`): `Option` fields were answered as `null` but
+/// declared as plain strings and objects, so every client generated from the spec rejected a
+/// fresh device, a pending command and a user without an avatar.
+#[tokio::test]
+async fn fields_answered_as_null_are_declared_nullable_in_the_spec() {
+    let app = spawn_app().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let schemas = &spec["components"]["schemas"];
+    let (token, devices) = owner_with_devices(&app, 1).await;
+    let device_id = &devices[0].device_id;
+
+    let command = app
+        .authed_json(
+            Method::POST,
+            &format!("/api/v1/devices/{device_id}/commands"),
+            &token,
+            &json!({ "name": "set_relay" }),
+        )
+        .await;
+    assert_eq!(command.status(), 202);
+    let command: Value = command.json().await.unwrap();
+
+    let mut answers = vec![("Command", command)];
+    for (schema, path) in [
+        ("User", "/api/v1/me".to_owned()),
+        ("DeviceList", "/api/v1/devices".to_owned()),
+        ("Device", format!("/api/v1/devices/{device_id}")),
+        (
+            "TelemetryPage",
+            format!("/api/v1/devices/{device_id}/telemetry"),
+        ),
+        (
+            "CommandList",
+            format!("/api/v1/devices/{device_id}/commands"),
+        ),
+    ] {
+        let response = app.authed(Method::GET, &path, &token).send().await.unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        answers.push((schema, response.json().await.unwrap()));
+    }
+
+    let mut nulls_seen = 0;
+    for (schema, answer) in &answers {
+        nulls_seen += answer.to_string().matches("null").count();
+        assert_nulls_declared(&spec, &schemas[*schema], answer, schema);
+    }
+    // A fresh device, a pending command and a user without avatar: plenty of nulls to check.
+    assert!(
+        nulls_seen >= 8,
+        "the answers hold nulls to check: {answers:?}"
+    );
 }
