@@ -5,9 +5,10 @@
 //! final status) and their order matters: the error must be mapped to JSON before its status
 //! is counted, and logged inside the span that carries the request id.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
-use poem::http::{HeaderValue, Method, header};
+use poem::http::{HeaderValue, Method, StatusCode, header};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -61,6 +62,13 @@ impl<E: Endpoint> Endpoint for RequestEnvelopeEndpoint<E> {
             if let Ok(value) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
+            // HTTP requires a 405 to say which methods the path does accept.
+            if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+                let allowed = allowed_methods(&path);
+                if let Ok(value) = HeaderValue::from_str(&allowed.join(", ")) {
+                    response.headers_mut().insert(header::ALLOW, value);
+                }
+            }
 
             let route = response
                 .data::<poem::PathPattern>()
@@ -81,6 +89,48 @@ impl<E: Endpoint> Endpoint for RequestEnvelopeEndpoint<E> {
         .instrument(span)
         .await
     }
+}
+
+/// Every path template of the spec with its methods, e.g. `/api/v1/devices/{device_id}` →
+/// GET, PATCH, DELETE; read from the spec itself so it cannot drift from the routes.
+fn operation_table() -> &'static [(Vec<String>, Vec<String>)] {
+    static TABLE: OnceLock<Vec<(Vec<String>, Vec<String>)>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let spec: serde_json::Value =
+            serde_json::from_str(&super::openapi_json()).unwrap_or_default();
+        let Some(paths) = spec.get("paths").and_then(|p| p.as_object()) else {
+            return Vec::new();
+        };
+        paths
+            .iter()
+            .map(|(template, operations)| {
+                let segments = template.split('/').map(str::to_owned).collect();
+                let methods = operations
+                    .as_object()
+                    .map(|ops| ops.keys().map(|m| m.to_ascii_uppercase()).collect())
+                    .unwrap_or_default();
+                (segments, methods)
+            })
+            .collect()
+    })
+}
+
+/// The methods the spec's operations accept on `path`.
+fn allowed_methods(path: &str) -> Vec<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut allowed: Vec<String> = Vec::new();
+    for (template, methods) in operation_table() {
+        let matches = template.len() == segments.len()
+            && template.iter().zip(&segments).all(|(expected, actual)| {
+                (expected.starts_with('{') && !actual.is_empty()) || expected == actual
+            });
+        if matches {
+            allowed.extend(methods.iter().cloned());
+        }
+    }
+    allowed.sort();
+    allowed.dedup();
+    allowed
 }
 
 /// Accepts a caller's id when it is short and printable, so it can be logged safely.

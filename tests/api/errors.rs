@@ -19,6 +19,24 @@ async fn a_wrong_method_is_405_method_not_allowed_json() {
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        response.headers()["allow"],
+        "GET",
+        "HTTP requires Allow on a 405"
+    );
+    assert_error(response, 405, "method_not_allowed").await;
+}
+
+#[tokio::test]
+async fn a_405_lists_every_method_of_a_templated_path() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .put(app.url(&format!("/api/v1/devices/{}", uuid::Uuid::new_v4())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "DELETE, GET, PATCH");
     assert_error(response, 405, "method_not_allowed").await;
 }
 
