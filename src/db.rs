@@ -52,6 +52,38 @@ pub async fn ping(db: &DatabaseConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `err` says the database cannot be reached right now (no connection could be had
+/// within the pool's acquire timeout, or the connection broke mid-query), as opposed to a bug
+/// or a refused statement.
+///
+/// The API answers these 503 `unavailable` instead of 500 `internal`: the request was fine and
+/// retrying once the database is back can work, which is what a load balancer and a client
+/// need to know. The whole cause chain is searched because services wrap database errors in
+/// their own context.
+pub fn is_unavailable(err: &anyhow::Error) -> bool {
+    use sea_orm::{DbErr, RuntimeErr, sqlx};
+    let broken = |err: &sqlx::Error| {
+        matches!(
+            err,
+            sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        )
+    };
+    err.chain().any(|cause| {
+        if let Some(db_err) = cause.downcast_ref::<DbErr>() {
+            return match db_err {
+                DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+                DbErr::Exec(RuntimeErr::SqlxError(err))
+                | DbErr::Query(RuntimeErr::SqlxError(err)) => broken(err),
+                _ => false,
+            };
+        }
+        cause.downcast_ref::<sqlx::Error>().is_some_and(broken)
+    })
+}
+
 /// The URL without its password, for messages.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

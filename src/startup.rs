@@ -15,6 +15,7 @@ use poem::Server;
 use poem::listener::TcpAcceptor;
 
 use crate::api;
+use crate::api::attempts::PasswordAttempts;
 use crate::config::{MqttTarget, Settings};
 use crate::db;
 use crate::mqtt::broker::{BackendCredential, EmbeddedBroker};
@@ -136,6 +137,7 @@ impl Application {
             metrics: crate::metrics::handle(),
             mqtt,
             commands: command_relay,
+            password_attempts: Arc::new(PasswordAttempts::new()),
         };
         Ok(Application {
             http,
@@ -168,7 +170,10 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let upkeep = tokio::spawn(metrics_upkeep(self.state.metrics.clone()));
+        let upkeep = tokio::spawn(metrics_upkeep(
+            self.state.metrics.clone(),
+            self.state.password_attempts.clone(),
+        ));
         let purge = tokio::spawn(purge_expired(self.state.db.clone()));
         let sweeper = tokio::spawn(expire_overdue_commands(self.state.db.clone()));
         tracing::info!(
@@ -195,12 +200,22 @@ impl Application {
     }
 }
 
-/// The exporter keeps histogram samples until upkeep folds them in; without it they grow.
-async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
+/// The exporter keeps histogram samples until upkeep folds them in, and the password rate
+/// limiter keeps every address it saw until told to forget the idle ones; without this both
+/// grow.
+async fn metrics_upkeep(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    attempts: Arc<PasswordAttempts>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
         handle.run_upkeep();
+        ticks += 1;
+        if ticks.is_multiple_of(12) {
+            attempts.forget_idle();
+        }
     }
 }
 

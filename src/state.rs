@@ -6,6 +6,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sea_orm::DatabaseConnection;
 
+use crate::api::attempts::PasswordAttempts;
 use crate::config::Settings;
 use crate::mqtt::client::MqttClient;
 use crate::service::code_exchange::CodeExchange;
@@ -28,4 +29,6 @@ pub struct AppState {
     pub mqtt: MqttClient,
     /// Sends commands to devices and waits for their results.
     pub commands: Arc<CommandRelay>,
+    /// Password attempts per client address (in memory, per replica).
+    pub password_attempts: Arc<PasswordAttempts>,
 }

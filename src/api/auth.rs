@@ -1,7 +1,7 @@
 //! `/api/v1/auth/…`: WeChat login, the bind and register pages, password login, refresh and
 //! logout.
 
-use poem::web::Data;
+use poem::web::{Data, RemoteAddr};
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -138,7 +138,8 @@ error_docs!(BindErrors {
     401: "`invalid_bind_ticket` (unknown, used, expired or worn out) or `invalid_credentials`",
     409: "`account_already_bound` or `wechat_already_bound`",
     413: "`payload_too_large`",
-    429: "`too_many_attempts`: the account is locked after 5 wrong passwords",
+    429: "`too_many_attempts`: the account is locked after 5 wrong passwords, or this address \
+          made more than 20 password attempts in a minute",
 });
 
 error_docs!(RegisterErrors {
@@ -153,7 +154,8 @@ error_docs!(LoginErrors {
     400: "`invalid_request`: malformed body",
     401: "`invalid_credentials`: unknown username or wrong password (the same answer)",
     413: "`payload_too_large`",
-    429: "`too_many_attempts`: the account is locked after 5 wrong passwords",
+    429: "`too_many_attempts`: the account is locked after 5 wrong passwords, or this address \
+          made more than 20 password attempts in a minute",
 });
 
 error_docs!(RefreshErrors {
@@ -235,8 +237,10 @@ impl AuthApi {
     async fn wechat_bind(
         &self,
         state: Data<&AppState>,
+        remote: &RemoteAddr,
         body: Json<BindRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<BindErrors>> {
+        counted("bind", state.password_attempts.check(remote))?;
         let Json(body) = body;
         let session = counted(
             "bind",
@@ -286,8 +290,10 @@ impl AuthApi {
     async fn login(
         &self,
         state: Data<&AppState>,
+        remote: &RemoteAddr,
         body: Json<LoginRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<LoginErrors>> {
+        counted("password", state.password_attempts.check(remote))?;
         let Json(body) = body;
         let session = counted(
             "password",

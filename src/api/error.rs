@@ -17,6 +17,10 @@ use poem_openapi::registry::{
 use poem_openapi::types::{Example, ToJSON, Type};
 use poem_openapi::{ApiResponse, Object};
 
+/// Seconds a client should wait after the database was unreachable: about one pool acquire
+/// timeout, so the retry meets a reconnected pool rather than the same outage.
+const DATABASE_RETRY_AFTER_SECS: u64 = 5;
+
 /// The body of every error answer.
 #[derive(Object, Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[oai(example)]
@@ -74,7 +78,17 @@ impl ApiError {
     }
 
     /// 500 `internal`: the cause is logged with the request id and never sent to the client.
+    ///
+    /// A database that cannot be reached is not a bug of ours: that cause is answered 503
+    /// `unavailable` with `Retry-After` instead (still logged), so every service error that
+    /// wraps a database error gets it without each knowing about outages.
     pub fn internal(cause: anyhow::Error) -> Self {
+        if crate::db::is_unavailable(&cause) {
+            let mut error = Self::unavailable("the database is not reachable; try again shortly")
+                .retry_after(DATABASE_RETRY_AFTER_SECS);
+            error.cause = Some(cause);
+            return error;
+        }
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",

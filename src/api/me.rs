@@ -1,6 +1,6 @@
 //! `/api/v1/me…`: the signed-in user's account, password and WeChat link.
 
-use poem::web::Data;
+use poem::web::{Data, RemoteAddr};
 use poem_openapi::payload::Json;
 use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -116,7 +116,8 @@ error_docs!(ChangePasswordErrors {
     401: "`invalid_token` or `invalid_credentials` (wrong current password)",
     413: "`payload_too_large`",
     422: "`weak_password`",
-    429: "`too_many_attempts`: the account is locked after 5 wrong passwords",
+    429: "`too_many_attempts`: the account is locked after 5 wrong passwords, or this address \
+          made more than 20 password attempts in a minute",
 });
 
 error_docs!(UnbindErrors {
@@ -124,7 +125,8 @@ error_docs!(UnbindErrors {
     401: "`invalid_token` or `invalid_credentials`",
     404: "`not_bound`: no WeChat identity is linked",
     413: "`payload_too_large`",
-    429: "`too_many_attempts`: the account is locked after 5 wrong passwords",
+    429: "`too_many_attempts`: the account is locked after 5 wrong passwords, or this address \
+          made more than 20 password attempts in a minute",
 });
 
 error_docs!(WechatProfileErrors {
@@ -192,8 +194,10 @@ impl MeApi {
         &self,
         auth: BearerAuth,
         state: Data<&AppState>,
+        remote: &RemoteAddr,
         body: Json<ChangePasswordRequest>,
     ) -> Result<Done, ApiFailure<ChangePasswordErrors>> {
+        state.password_attempts.check(remote)?;
         let Json(body) = body;
         me::change_password(
             &state,
@@ -217,8 +221,10 @@ impl MeApi {
         &self,
         auth: BearerAuth,
         state: Data<&AppState>,
+        remote: &RemoteAddr,
         body: Json<UnbindRequest>,
     ) -> Result<Done, ApiFailure<UnbindErrors>> {
+        state.password_attempts.check(remote)?;
         let Json(body) = body;
         me::unbind(&state, auth.0.sub, SecretString::from(body.password)).await?;
         Ok(Done::NoContent)

@@ -3,6 +3,7 @@
 //! touches the database directly.
 
 pub mod admin;
+pub mod attempts;
 pub mod auth;
 pub mod devices;
 pub mod error;

@@ -67,10 +67,18 @@ impl Credentials {
         username: &str,
         password: SecretString,
     ) -> Result<users::Model, CredentialError> {
-        let user = users::Entity::find()
-            .filter(users::Column::Username.eq(username.to_ascii_lowercase()))
-            .one(db)
-            .await?;
+        // A name no account can have (every stored name passed `Username::parse`) is answered
+        // as an unknown one without asking the database: PostgreSQL refuses text with a NUL
+        // byte outright, which would otherwise turn a hostile name into a 500.
+        let user = match super::users::Username::parse(username) {
+            Ok(name) => {
+                users::Entity::find()
+                    .filter(users::Column::Username.eq(name.as_str()))
+                    .one(db)
+                    .await?
+            }
+            Err(_) => None,
+        };
         match user {
             Some(user) => {
                 self.check(db, &user, password).await?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::helpers::fresh_database_url;
 
 /// The binary with no inherited `IOTBIND_*` variables, in a scratch folder.
-fn iotbind(dir: &tempfile::TempDir) -> Command {
+pub fn iotbind(dir: &tempfile::TempDir) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_iotbind"));
     for (key, _) in std::env::vars() {
         if key.starts_with("IOTBIND_") {
@@ -183,7 +183,7 @@ async fn migrate_applies_the_migrations() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
 }
 
-fn create_user(dir: &tempfile::TempDir, url: &str, username: &str, password: &str) -> Output {
+pub fn create_user(dir: &tempfile::TempDir, url: &str, username: &str, password: &str) -> Output {
     let mut child = iotbind(dir)
         .env("IOTBIND_DATABASE_URL", url)
         .args(["user", "create", "--username", username, "--admin"])

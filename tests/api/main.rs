@@ -1,6 +1,7 @@
 //! Integration tests: each spawns the whole server on port 0 with its own database and talks
 //! to it over HTTP (and runs the `iotbind` binary for the CLI), as a client would.
 
+mod abuse;
 mod auth;
 mod broker;
 mod broker_proxy;
@@ -9,6 +10,7 @@ mod commands;
 mod device_client;
 mod devices;
 mod errors;
+mod faults;
 mod fleet;
 mod helpers;
 mod me;
