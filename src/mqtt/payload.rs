@@ -256,6 +256,31 @@ mod tests {
         assert!(parse_telemetry(deep.as_bytes()).is_err());
     }
 
+    /// Found by the `telemetry` fuzz target (tests/fuzz): serde_json's default float parser is
+    /// not correctly rounded, so a long decimal is stored, and reads back after re-encoding, a
+    /// few ulps away from the value sent (serde_json's `float_roundtrip` feature would make it
+    /// exact). It must stay that close and parse again as valid telemetry.
+    #[test]
+    fn long_decimals_are_stored_within_a_few_ulps_and_parse_again() {
+        let nines = format!("9{}1.5", "3".repeat(119));
+        for sent_text in ["19999999999997547363.5", nines.as_str()] {
+            // Rust's own parser is correctly rounded: the value the device meant.
+            let sent: f64 = sent_text.parse().unwrap();
+            let payload = format!(r#"{{"values": {{"v": {sent_text}}}}}"#);
+            let first = parse_telemetry(payload.as_bytes()).unwrap();
+            let again = format!(r#"{{"values":{}}}"#, first.values_json);
+            let again = parse_telemetry(again.as_bytes()).unwrap();
+            for stored in [&first.values_json, &again.values_json] {
+                let value: Value = serde_json::from_str(stored).unwrap();
+                let stored = value["v"].as_f64().unwrap();
+                assert!(
+                    (stored - sent).abs() <= sent.abs() * 1e-14,
+                    "{stored} for {sent_text}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn status_is_online_or_offline_bare_or_quoted() {
         assert_eq!(parse_status(b"online"), Ok(true));
