@@ -48,13 +48,6 @@ pub trait Inbound: Send + Sync + 'static {
     fn deliver(&self, topic: DeviceTopic, payload: Bytes) -> impl Future<Output = ()> + Send;
 }
 
-/// Why a publish did not leave.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("the MQTT request queue is full or closed: {0}")]
-    Queue(#[from] rumqttc::ClientError),
-}
-
 /// A handle on the backend's connection; cheap to clone.
 #[derive(Clone)]
 pub struct MqttClient {
@@ -119,11 +112,11 @@ impl MqttClient {
         self.connected.load(Ordering::Relaxed)
     }
 
-    /// Queues a QoS 1 publish without waiting; while disconnected it leaves on reconnect.
-    pub fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), PublishError> {
+    /// Queues a QoS 1 publish without waiting; while disconnected it leaves on reconnect. Fails
+    /// only when the request queue is full or closed.
+    pub fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), rumqttc::ClientError> {
         self.client
-            .try_publish(topic, QoS::AtLeastOnce, false, payload)?;
-        Ok(())
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
     }
 
     /// Disconnects and stops the event loop, so no more messages arrive.

@@ -4,8 +4,8 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -193,22 +193,20 @@ pub async fn claim(
 ) -> Result<DeviceView, DeviceError> {
     let now = now_ms();
     let window_start = now - HOUR_MS;
-    let recent_failures = claim_failures::Entity::find()
+    // One read gives both the count and, for Retry-After, when the oldest failure leaves the
+    // window.
+    let (recent_failures, oldest): (i64, Option<i64>) = claim_failures::Entity::find()
         .filter(claim_failures::Column::UserId.eq(user_id))
         .filter(claim_failures::Column::FailedAt.gt(window_start))
-        .count(db)
-        .await?;
-    if recent_failures >= MAX_FAILED_CLAIMS_PER_HOUR {
-        let oldest = claim_failures::Entity::find()
-            .filter(claim_failures::Column::UserId.eq(user_id))
-            .filter(claim_failures::Column::FailedAt.gt(window_start))
-            .select_only()
-            .column_as(claim_failures::Column::FailedAt.min(), "oldest")
-            .into_tuple::<Option<i64>>()
-            .one(db)
-            .await?
-            .flatten()
-            .unwrap_or(now);
+        .select_only()
+        .column_as(claim_failures::Column::Id.count(), "failures")
+        .column_as(claim_failures::Column::FailedAt.min(), "oldest")
+        .into_tuple()
+        .one(db)
+        .await?
+        .unwrap_or((0, None));
+    if u64::try_from(recent_failures).unwrap_or(0) >= MAX_FAILED_CLAIMS_PER_HOUR {
+        let oldest = oldest.unwrap_or(now);
         let retry_after_ms = (oldest + HOUR_MS - now).max(1_000);
         return Err(DeviceError::TooManyClaims {
             retry_after_secs: u64::try_from(retry_after_ms)
