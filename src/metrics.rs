@@ -20,6 +20,9 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub const LOGINS: &str = "iotbind_logins_total";
 /// Publishes and subscriptions the embedded broker refused, by `action`.
 pub const MQTT_FORBIDDEN: &str = "iotbind_mqtt_forbidden_total";
+/// Messages the embedded broker could not deliver to a subscriber, by `reason` (its queue for
+/// that subscriber was full, the message expired waiting, …).
+pub const MQTT_BROKER_DROPPED: &str = "iotbind_mqtt_broker_dropped_total";
 /// Messages the backend received from devices, by `topic` kind.
 pub const MQTT_MESSAGES_IN: &str = "iotbind_mqtt_messages_in_total";
 /// Messages the backend published to devices, by `topic` kind and `outcome`.

@@ -6,20 +6,23 @@
 //! The backend's own client logs in with a credential of its own and has full access.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU16;
+use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rmqtt::codec::types::Publish;
 use rmqtt::codec::v5::SubscribeAckReason;
 use rmqtt::context::ServerContext;
+use rmqtt::fitter::{DefaultFitter, Fitter, FitterManager};
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 use rmqtt::subscribe::SharedSubscription;
 use rmqtt::types::{
-    AuthResult, ClientId, Id, IsOnline, NodeId, PublishAclResult, SharedGroup, SubscribeAclResult,
-    SubscriptionIdentifier, SubscriptionOptions, TopicName,
+    AuthResult, ClientId, ConnectInfo, Disconnect, FitterType, Id, IsOnline, ListenerConfig,
+    NodeId, PublishAclResult, Reason, SharedGroup, SubscribeAclResult, SubscriptionIdentifier,
+    SubscriptionOptions, TopicName,
 };
 use sea_orm::DatabaseConnection;
 use secrecy::{ExposeSecret, SecretString};
@@ -37,6 +40,14 @@ const MAX_INFLIGHT: u16 = 64;
 /// Messages queued per session while the subscriber is busy or offline; older ones drop
 /// beyond it.
 const MAX_QUEUED_MESSAGES: usize = 1_000;
+/// The backend's own session receives every device's telemetry: its queue must ride out a
+/// pause of the database writer (a checkpoint, a slow commit) at tens of thousands of
+/// messages a second, which the device-sized queue above would overflow within a blink. At a
+/// few hundred bytes a message this bounds it to some tens of MiB.
+const BACKEND_MAX_QUEUED_MESSAGES: usize = 200_000;
+/// In-flight window towards the backend: large enough that acknowledgements crossing the
+/// loopback never throttle delivery.
+const BACKEND_MAX_INFLIGHT: u16 = 1_024;
 /// How long a device's persistent session (clean session off) outlives its connection.
 const SESSION_EXPIRY: Duration = Duration::from_secs(3600);
 /// How long a device's credential stays cached, so a reconnect storm reads the database
@@ -79,6 +90,9 @@ impl EmbeddedBroker {
         // would rather queue than refuse devices, and it is one task less.
         let scx = ServerContext::new().busy_check_enable(false).build().await;
         *scx.extends.shared_subscription_mut().await = Box::new(ShareByDevice);
+        *scx.extends.fitter_mgr_mut().await = Box::new(SessionLimits {
+            backend_username: backend.username.clone(),
+        });
 
         let access = Arc::new(DeviceAccess {
             db: RwLock::new(Some(db)),
@@ -93,6 +107,7 @@ impl EmbeddedBroker {
             Type::ClientAuthenticate,
             Type::ClientSubscribeCheckAcl,
             Type::MessagePublishCheckAcl,
+            Type::MessageDropped,
         ] {
             register
                 .add(hook, Box::new(AccessHook(access.clone())))
@@ -282,8 +297,80 @@ impl Handler for AccessHook {
                 };
                 (false, Some(HookResult::PublishAclResult(result)))
             }
+            Parameter::MessageDropped(_, _, _, reason) => {
+                metrics::counter!(crate::metrics::MQTT_BROKER_DROPPED, "reason" => dropped_label(reason))
+                    .increment(1);
+                (true, acc)
+            }
             _ => (true, acc),
         }
+    }
+}
+
+/// A short, bounded label for why the broker dropped a message.
+fn dropped_label(reason: &Reason) -> &'static str {
+    match reason {
+        Reason::MessageQueueFull => "queue_full",
+        Reason::InflightWindowFull => "inflight_full",
+        Reason::MessageExpiration => "expired",
+        Reason::SessionExpiration => "session_expired",
+        _ => "other",
+    }
+}
+
+/// Per-session limits: a device's session gets the listener's (small) limits, the backend's
+/// own session the larger ones it needs, since it alone receives every device's telemetry.
+struct SessionLimits {
+    backend_username: String,
+}
+
+impl FitterManager for SessionLimits {
+    fn create(&self, conn_info: Arc<ConnectInfo>, id: Id, cfg: ListenerConfig) -> FitterType {
+        let is_backend = id.username.as_deref() == Some(self.backend_username.as_str());
+        let defaults = DefaultFitter::new(conn_info, id, cfg);
+        if is_backend {
+            Arc::new(BackendLimits(defaults))
+        } else {
+            Arc::new(defaults)
+        }
+    }
+}
+
+/// The listener's limits except for the backend's queue and in-flight window.
+struct BackendLimits(DefaultFitter);
+
+#[async_trait]
+impl Fitter for BackendLimits {
+    fn keep_alive(&self, keep_alive: &mut u16) -> rmqtt::Result<u16> {
+        self.0.keep_alive(keep_alive)
+    }
+
+    fn max_mqueue_len(&self) -> usize {
+        BACKEND_MAX_QUEUED_MESSAGES
+    }
+
+    fn mqueue_rate_limit(&self) -> (NonZeroU32, Duration) {
+        self.0.mqueue_rate_limit()
+    }
+
+    fn max_inflight(&self) -> NonZeroU16 {
+        NonZeroU16::new(BACKEND_MAX_INFLIGHT).unwrap_or(NonZeroU16::MIN)
+    }
+
+    fn session_expiry_interval(&self, disconnect: Option<&Disconnect>) -> Duration {
+        self.0.session_expiry_interval(disconnect)
+    }
+
+    fn message_expiry_interval(&self, publish: &Publish) -> Duration {
+        self.0.message_expiry_interval(publish)
+    }
+
+    fn max_client_topic_aliases(&self) -> u16 {
+        self.0.max_client_topic_aliases()
+    }
+
+    fn max_server_topic_aliases(&self) -> u16 {
+        self.0.max_server_topic_aliases()
     }
 }
 
