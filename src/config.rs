@@ -45,10 +45,23 @@ pub struct ConfigArgs {
         hide_env_values = true
     )]
     pub mqtt_password: Option<String>,
+    /// Client id of the backend's own connection to an external broker. When set, the backend
+    /// keeps a persistent session under this id (clean session off), so the broker holds the
+    /// QoS 1 telemetry that arrives while the backend is away (a deploy, a broker restart)
+    /// instead of dropping it. Each replica needs its own id; unset, every start uses a fresh
+    /// random id with a clean session.
+    #[arg(long, env = "IOTBIND_MQTT_CLIENT_ID", global = true)]
+    pub mqtt_client_id: Option<String>,
     /// Group name of the shared telemetry subscription (`$share/<group>/devices/+/telemetry`):
     /// replicas in one group split the telemetry between them.
     #[arg(long, env = "IOTBIND_MQTT_SHARE_GROUP", global = true)]
     pub mqtt_share_group: Option<String>,
+    /// External broker: `false` takes telemetry through a plain subscription instead of the
+    /// shared one. For a single replica on a broker that forgets shared subscriptions when it
+    /// restarts (Mosquitto 2.0 does, plain ones it keeps): with a persistent session
+    /// (`IOTBIND_MQTT_CLIENT_ID`) no telemetry is then lost across a broker restart.
+    #[arg(long, env = "IOTBIND_MQTT_SHARED_SUBSCRIPTION", global = true)]
+    pub mqtt_shared_subscription: Option<bool>,
     /// The mini program's appid.
     #[arg(long, env = "IOTBIND_WECHAT_APPID", global = true)]
     pub wechat_appid: Option<String>,
@@ -133,6 +146,10 @@ pub struct Settings {
     pub mqtt_username: Option<String>,
     pub mqtt_password: Option<SecretString>,
     pub mqtt_share_group: String,
+    /// Telemetry through `$share/<group>/…` (default) or a plain subscription.
+    pub mqtt_shared_subscription: bool,
+    /// Set: a persistent session under this client id; unset: a fresh id, clean session.
+    pub mqtt_client_id: Option<String>,
     pub wechat_appid: String,
     pub wechat: WechatMode,
     pub wechat_api_base: String,
@@ -272,6 +289,8 @@ impl Settings {
             mqtt_username: non_empty(&args.mqtt_username).map(str::to_owned),
             mqtt_password: non_empty(&args.mqtt_password).map(|p| SecretString::from(p.to_owned())),
             mqtt_share_group: share_group(args.mqtt_share_group.as_deref().unwrap_or("iotbind"))?,
+            mqtt_shared_subscription: args.mqtt_shared_subscription.unwrap_or(true),
+            mqtt_client_id: non_empty(&args.mqtt_client_id).map(client_id).transpose()?,
             wechat_appid,
             wechat,
             wechat_api_base,
@@ -388,6 +407,24 @@ fn share_group(value: &str) -> Result<String, ConfigError> {
         Err(invalid(
             "IOTBIND_MQTT_SHARE_GROUP",
             "mqtt-share-group",
+            format!("{value:?} must be 1–64 of a-z, A-Z, 0-9, `-`, `_`, `.`"),
+        ))
+    }
+}
+
+/// A client id every broker accepts: MQTT 3.1.1 guarantees 1–23 characters of `0-9a-zA-Z`;
+/// Mosquitto, EMQX and the embedded broker take longer ids and `-`, `_`, `.` as well.
+fn client_id(value: &str) -> Result<String, ConfigError> {
+    let valid = value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(invalid(
+            "IOTBIND_MQTT_CLIENT_ID",
+            "mqtt-client-id",
             format!("{value:?} must be 1–64 of a-z, A-Z, 0-9, `-`, `_`, `.`"),
         ))
     }

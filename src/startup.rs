@@ -101,7 +101,10 @@ impl Application {
                     port: addr.port(),
                     username: Some(backend.username),
                     password: Some(backend.password),
-                    share_group: settings.mqtt_share_group.clone(),
+                    share_group: Some(settings.mqtt_share_group.clone()),
+                    // The embedded broker lives and dies with this process: a session that
+                    // outlived the connection would have nobody to come back to it.
+                    client_id: None,
                 };
                 (Some(broker), config)
             }
@@ -112,7 +115,10 @@ impl Application {
                     port: *port,
                     username: settings.mqtt_username.clone(),
                     password: settings.mqtt_password.clone(),
-                    share_group: settings.mqtt_share_group.clone(),
+                    share_group: settings
+                        .mqtt_shared_subscription
+                        .then(|| settings.mqtt_share_group.clone()),
+                    client_id: settings.mqtt_client_id.clone(),
                 },
             ),
         };

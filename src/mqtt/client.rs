@@ -2,7 +2,8 @@
 //!
 //! rumqttc reconnects as soon as it is polled again, which against a dead broker is a tight
 //! loop; this wrapper waits with capped exponential backoff between attempts, subscribes
-//! again after every connect (sessions are clean), and tells readiness whether it is up.
+//! again after every connect (a clean session forgets them; for a persistent one it is
+//! harmless), and tells readiness whether it is up.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,8 +38,11 @@ pub struct ClientConfig {
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<SecretString>,
-    /// Share group of the telemetry subscription.
-    pub share_group: String,
+    /// Share group of the telemetry subscription; `None`: a plain subscription.
+    pub share_group: Option<String>,
+    /// A stable id means a persistent session: the broker queues what arrives while the
+    /// backend is disconnected and delivers it on reconnect. `None`: a fresh id, clean session.
+    pub client_id: Option<String>,
 }
 
 /// Receives what devices publish on their topics.
@@ -67,11 +71,14 @@ impl MqttClient {
     /// A client and its not yet running connection. They come apart so that what handles
     /// incoming messages (which may itself publish through the client) can be built between.
     pub fn new(config: ClientConfig) -> (MqttClient, Connection) {
-        let client_id = format!("iotbind-{}", uuid::Uuid::new_v4().simple());
+        let (client_id, clean_session) = match &config.client_id {
+            Some(id) => (id.clone(), false),
+            None => (format!("iotbind-{}", uuid::Uuid::new_v4().simple()), true),
+        };
         let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
         options
             .set_keep_alive(Duration::from_secs(30))
-            .set_clean_session(true)
+            .set_clean_session(clean_session)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
             .set_inflight(MAX_INFLIGHT);
         if let Some(username) = &config.username {
@@ -154,7 +161,7 @@ async fn run(
                 connected.store(true, Ordering::Relaxed);
                 metrics::gauge!(crate::metrics::MQTT_CONNECTED).set(1.0);
                 tracing::info!(%broker, "MQTT connected");
-                let filters = topics::backend_subscriptions(&config.share_group)
+                let filters = topics::backend_subscriptions(config.share_group.as_deref())
                     .map(|filter| SubscribeFilter::new(filter, QoS::AtLeastOnce));
                 if let Err(err) = client.try_subscribe_many(filters) {
                     tracing::error!(error = %err, "cannot queue the backend's subscriptions");

@@ -74,11 +74,14 @@ pub fn command_result(device_id: Uuid) -> String {
 }
 
 /// What the backend subscribes to. Telemetry goes through a shared subscription so that
-/// replicas in one group split it; every replica sees every result and status (few, and
-/// applying them is idempotent).
-pub fn backend_subscriptions(share_group: &str) -> [String; 3] {
+/// replicas in one group split it, or, with `share_group` `None` (one replica), a plain one;
+/// every replica sees every result and status (few, and applying them is idempotent).
+pub fn backend_subscriptions(share_group: Option<&str>) -> [String; 3] {
     [
-        format!("$share/{share_group}/devices/+/telemetry"),
+        match share_group {
+            Some(group) => format!("$share/{group}/devices/+/telemetry"),
+            None => "devices/+/telemetry".to_owned(),
+        },
         "devices/+/status".to_owned(),
         "devices/+/commands/result".to_owned(),
     ]

@@ -545,3 +545,218 @@ async fn sigterm_under_load_answers_in_flight_requests_and_stores_acknowledged_t
         .unwrap();
     assert_eq!(stored, sent, "every acknowledged message is stored");
 }
+
+// --- The external broker restarted under telemetry load -------------------------------------
+
+/// A Mosquitto of the test's own (the machine's shared one must not be restarted under other
+/// tests), on a free port, persisting sessions in a temporary directory as a production
+/// broker would. `None` when Mosquitto is not installed, which CI does not allow.
+struct PrivateMosquitto {
+    dir: tempfile::TempDir,
+    port: u16,
+    process: Option<std::process::Child>,
+}
+
+impl PrivateMosquitto {
+    fn start() -> Option<PrivateMosquitto> {
+        let installed = std::process::Command::new("mosquitto")
+            .arg("-h")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok();
+        if !installed {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "CI must have mosquitto installed"
+            );
+            eprintln!("mosquitto is not installed; the broker restart test has nothing to run");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n\
+             persistence_location {}/\nmax_queued_messages 100000\n",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
+        let mut broker = PrivateMosquitto {
+            dir,
+            port,
+            process: None,
+        };
+        broker.run();
+        Some(broker)
+    }
+
+    fn run(&mut self) {
+        let process = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.process = Some(process);
+        let addr = format!("127.0.0.1:{}", self.port);
+        let deadline = Instant::now() + DID_NOT_HANG;
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it as an operator's restart does (SIGTERM: it saves its sessions), then starts it
+    /// again on the same port.
+    async fn restart(&mut self, down_for: Duration) {
+        if let Some(mut process) = self.process.take() {
+            signal(&process, "TERM");
+            tokio::task::spawn_blocking(move || process.wait())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        tokio::time::sleep(down_for).await;
+        self.run();
+    }
+}
+
+impl Drop for PrivateMosquitto {
+    fn drop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+/// A device publishing numbered telemetry with QoS 1, one message in flight at a time, and
+/// recording each number once the broker has acknowledged it. It rides through the broker
+/// going away: rumqttc reconnects and sends again what was not acknowledged.
+async fn acked_sender(
+    port: u16,
+    device: crate::helpers::ProvisionedDevice,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<u64> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut options = MqttOptions::new(&device.device_id, "127.0.0.1", port);
+    options
+        .set_credentials(&device.mqtt_username, &device.mqtt_password)
+        .set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel();
+    let pump = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    if acks.send(()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    let topic = format!("devices/{}/telemetry", device.device_id);
+    let mut confirmed = Vec::new();
+    for seq in 0u64.. {
+        if *stop.borrow() {
+            break;
+        }
+        let payload = json!({ "values": { "seq": seq } }).to_string();
+        client
+            .publish(&topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+        // Acknowledgements come back in order, one message in flight: this one is its.
+        if tokio::time::timeout(DID_NOT_HANG, acked.recv())
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            break;
+        }
+        confirmed.push(seq);
+    }
+    pump.abort();
+    confirmed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_broker_restarted_under_telemetry_load_loses_no_acknowledged_message() {
+    let Some(mut mosquitto) = PrivateMosquitto::start() else {
+        return;
+    };
+    let args = ConfigArgs {
+        mqtt_url: Some(format!("mqtt://127.0.0.1:{}", mosquitto.port)),
+        // A persistent session: the broker keeps telemetry for the backend while it is away.
+        mqtt_client_id: Some(format!("iotbind-test-{}", uuid::Uuid::new_v4().simple())),
+        // Mosquitto 2.0 does not restore shared subscriptions when it restarts (plain ones it
+        // does), so telemetry sent between its restart and the backend's reconnect would have
+        // no subscriber; one replica takes it through a plain subscription instead.
+        mqtt_shared_subscription: Some(false),
+        ..ConfigArgs::default()
+    };
+    let app = spawn_app_with(args).await;
+    let devices = app.provision(8).await;
+
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let senders: Vec<_> = devices
+        .iter()
+        .map(|device| {
+            let (device, stopping) = (device.clone(), stopping.clone());
+            tokio::spawn(acked_sender(mosquitto.port, device, stopping))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    mosquitto.restart(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.send(true).unwrap();
+    let mut acknowledged = std::collections::HashMap::new();
+    for (device, sender) in devices.iter().zip(senders) {
+        acknowledged.insert(device.device_id.clone(), sender.await.unwrap());
+    }
+    let total: usize = acknowledged.values().map(Vec::len).sum();
+    assert!(total > 0, "the devices sent telemetry");
+
+    // Every acknowledged number of every device ends up stored; duplicates (a message sent
+    // again because its acknowledgement was lost) are allowed, gaps are not.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        use iotbind::entity::telemetry;
+        use sea_orm::EntityTrait;
+        let rows = telemetry::Entity::find().all(&app.state.db).await.unwrap();
+        let stored: std::collections::HashSet<(String, u64)> = rows
+            .iter()
+            .filter_map(|row| {
+                let values: serde_json::Value = serde_json::from_str(&row.values_json).ok()?;
+                Some((row.device_id.to_string(), values["seq"].as_u64()?))
+            })
+            .collect();
+        let missing: Vec<(String, u64)> = acknowledged
+            .iter()
+            .flat_map(|(device, seqs)| seqs.iter().map(move |seq| (device.clone(), *seq)))
+            .filter(|key| !stored.contains(key))
+            .collect();
+        let report = format!(
+            "broker restart: {total} acknowledged, {} distinct stored, {} rows, {} missing",
+            stored.len(),
+            rows.len(),
+            missing.len()
+        );
+        if missing.is_empty() {
+            eprintln!("{report}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{report}; first missing: {:?}",
+            &missing[..missing.len().min(20)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
