@@ -84,7 +84,22 @@ pub struct CommandRelay {
     db: DatabaseConnection,
     mqtt: MqttClient,
     /// Requests waiting for a command's final state, by command id.
-    waiters: Mutex<HashMap<Uuid, Arc<Notify>>>,
+    waiters: Mutex<HashMap<Uuid, Arc<Waiter>>>,
+}
+
+/// A request waiting for its command to become final.
+#[derive(Default)]
+struct Waiter {
+    notify: Notify,
+    /// The final row, when this replica applied the result and so already holds it; empty
+    /// when another replica did, and the waiter reads it instead.
+    outcome: Mutex<Option<commands::Model>>,
+}
+
+impl Waiter {
+    fn take_outcome(&self) -> Option<commands::Model> {
+        self.outcome.lock().ok().and_then(|mut slot| slot.take())
+    }
 }
 
 /// Removes a waiter however its request ends, including when the client goes away.
@@ -141,11 +156,11 @@ impl CommandRelay {
 
         // Registered before publishing, so an instant answer cannot slip past the waiter.
         let waiter = command.wait.then(|| {
-            let notify = Arc::new(Notify::new());
+            let waiter = Arc::new(Waiter::default());
             if let Ok(mut waiters) = self.waiters.lock() {
-                waiters.insert(id, notify.clone());
+                waiters.insert(id, waiter.clone());
             }
-            (notify, WaiterGuard { relay: self, id })
+            (waiter, WaiterGuard { relay: self, id })
         });
 
         let message = CommandMessage {
@@ -169,18 +184,24 @@ impl CommandRelay {
             }
         }
 
-        let Some((notify, _guard)) = waiter else {
+        let Some((waiter, _guard)) = waiter else {
             return self.find(id).await;
         };
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(u64::from(command.timeout_ms));
         loop {
-            if tokio::time::timeout_at(deadline, notify.notified())
+            if tokio::time::timeout_at(deadline, waiter.notify.notified())
                 .await
                 .is_err()
             {
-                self.expire(id).await?;
-                return self.find(id).await;
+                return match self.expire(id).await? {
+                    Some(timed_out) => Ok(timed_out),
+                    // A result won the race against the deadline.
+                    None => self.find(id).await,
+                };
+            }
+            if let Some(done) = waiter.take_outcome() {
+                return Ok(done);
             }
             let current = self.find(id).await?;
             if current.status != CommandStatus::Sent {
@@ -210,12 +231,14 @@ impl CommandRelay {
             .filter(commands::Column::DeviceId.eq(device_id))
             .filter(commands::Column::Status.eq(CommandStatus::Sent.as_str()))
             .filter(commands::Column::ExpiresAt.gte(now))
-            .exec(&self.db)
+            .exec_with_returning(&self.db)
             .await;
+        let mut outcome = None;
         match applied {
-            Ok(done) if done.rows_affected == 1 => {
+            Ok(mut rows) if rows.len() == 1 => {
                 metrics::counter!(crate::metrics::COMMANDS, "status" => status.as_str())
                     .increment(1);
+                outcome = rows.pop();
             }
             Ok(_) => {
                 tracing::debug!(%device_id, command_id = %result.id, "ignored a result for a command that is unknown, finished or expired");
@@ -224,26 +247,31 @@ impl CommandRelay {
                 tracing::warn!(%device_id, command_id = %result.id, error = %err, "cannot record a command result");
             }
         }
-        // Another replica may have applied it first; the waiter reads the final state anyway.
+        // Another replica may have applied it first; the waiter then reads the final state.
         let waiter = self
             .waiters
             .lock()
             .ok()
             .and_then(|waiters| waiters.get(&result.id).cloned());
-        if let Some(notify) = waiter {
-            notify.notify_one();
+        if let Some(waiter) = waiter {
+            if let (Some(row), Ok(mut slot)) = (outcome, waiter.outcome.lock()) {
+                *slot = Some(row);
+            }
+            waiter.notify.notify_one();
         }
     }
 
-    async fn expire(&self, id: Uuid) -> Result<(), DbErr> {
-        let expired = time_out()
+    /// Times the command out if it is still `sent`; returns its final row when it did.
+    async fn expire(&self, id: Uuid) -> Result<Option<commands::Model>, DbErr> {
+        let mut expired = time_out()
             .filter(commands::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec_with_returning(&self.db)
             .await?;
-        if expired.rows_affected > 0 {
-            metrics::counter!(crate::metrics::COMMANDS, "status" => "timed_out").increment(1);
+        if expired.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        metrics::counter!(crate::metrics::COMMANDS, "status" => "timed_out").increment(1);
+        Ok(expired.pop())
     }
 
     async fn find(&self, id: Uuid) -> Result<commands::Model, CommandError> {
