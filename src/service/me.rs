@@ -1,12 +1,13 @@
 //! The signed-in user's own account: profile, password, and their WeChat link.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ColumnTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, TransactionTrait,
+};
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use super::auth::is_wechat_bound;
 use super::credentials::CredentialError;
 use super::tokens::{self, TokenError, now_ms};
 use super::users::{self, AvatarUrl, Nickname, Password, UserError, Username};
@@ -66,15 +67,39 @@ async fn account(state: &AppState, user_id: Uuid) -> Result<user_table::Model, M
         .ok_or(MeError::AccountGone)
 }
 
-async fn profile_of(state: &AppState, user: user_table::Model) -> Result<Profile, MeError> {
-    let wechat_bound = is_wechat_bound(state, user.id).await?;
-    Ok(Profile { user, wechat_bound })
+/// An account and whether it has a WeChat identity for our app, read together.
+#[derive(FromQueryResult)]
+struct AccountRow {
+    #[sea_orm(nested)]
+    user: user_table::Model,
+    wechat_bound: bool,
 }
 
-/// `GET /me`.
+/// `GET /me`: one indexed read. It is the most frequent request of a signed-in mini program,
+/// so the link is an `EXISTS` in the same statement rather than a second round trip.
 pub async fn profile(state: &AppState, user_id: Uuid) -> Result<Profile, MeError> {
-    let user = account(state, user_id).await?;
-    profile_of(state, user).await
+    let identity = Query::select()
+        .expr(Expr::val(1))
+        .from(wechat_identities::Entity)
+        .and_where(
+            Expr::col((wechat_identities::Entity, wechat_identities::Column::UserId))
+                .equals((user_table::Entity, user_table::Column::Id)),
+        )
+        .and_where(
+            Expr::col((wechat_identities::Entity, wechat_identities::Column::Appid))
+                .eq(state.settings.wechat_appid.as_str()),
+        )
+        .to_owned();
+    let row = user_table::Entity::find_by_id(user_id)
+        .column_as(Expr::exists(identity), "wechat_bound")
+        .into_model::<AccountRow>()
+        .one(&state.db)
+        .await?
+        .ok_or(MeError::AccountGone)?;
+    Ok(Profile {
+        user: row.user,
+        wechat_bound: row.wechat_bound,
+    })
 }
 
 /// `PATCH /me`: every field is checked before anything is written.
