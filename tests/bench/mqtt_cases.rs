@@ -346,6 +346,16 @@ pub async fn telemetry_ingestion(options: &Options, table: &mut Table) {
             stored = now;
         }
     }
+    let server_side = app
+        .metrics(&[
+            "iotbind_mqtt_broker_dropped_total",
+            "iotbind_telemetry_dropped_total",
+            "iotbind_telemetry_queue_full_total",
+            "iotbind_telemetry_write_errors_total",
+            "iotbind_telemetry_flush_duration_seconds_count",
+            "iotbind_telemetry_flush_duration_seconds_sum",
+        ])
+        .await;
     let stored_rate = Stats::from_rate(rows_1 - rows_0, window);
     let offered = (sent_1 - sent_0) as f64 / window.as_secs_f64();
     let lost = sent as i64 - stored as i64;
@@ -365,10 +375,11 @@ pub async fn telemetry_ingestion(options: &Options, table: &mut Table) {
         met: ratio >= 0.5 && stored_rate.rate() >= floor && lost == 0,
         notes: vec![format!(
             "5: devices online {online}/{}; offered {} msg/s during the window; sent {sent}, \
-             stored {stored}, lost {lost}; unsent (client-side) {}",
+             stored {stored}, lost {lost}; unsent (client-side) {}; server: {}",
             devices.len(),
             thousands(offered),
-            summary.totals.telemetry_unsent
+            summary.totals.telemetry_unsent,
+            server_side.join(", ")
         )],
     });
     app.stop().await;

@@ -136,6 +136,20 @@ impl InProcess {
         format!("{}{path}", self.base)
     }
 
+    /// The server's own account of a run: the `/metrics` samples whose names start with one
+    /// of `prefixes`, one per line, to put beside the harness's numbers.
+    pub async fn metrics(&self, prefixes: &[&str]) -> Vec<String> {
+        let Ok(response) = reqwest::get(self.url("/metrics")).await else {
+            return vec!["(metrics unavailable)".to_owned()];
+        };
+        let text = response.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter(|line| prefixes.iter().any(|prefix| line.starts_with(prefix)))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The runtime the server runs on, for work that must share its threads.
     pub fn handle(&self) -> tokio::runtime::Handle {
         self.runtime
