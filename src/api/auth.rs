@@ -240,7 +240,6 @@ impl AuthApi {
         remote: &RemoteAddr,
         body: Json<BindRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<BindErrors>> {
-        counted("bind", state.password_attempts.check(remote))?;
         let Json(body) = body;
         let session = counted(
             "bind",
@@ -249,6 +248,7 @@ impl AuthApi {
                 &body.bind_ticket,
                 &body.username,
                 SecretString::from(body.password),
+                &state.password_attempts.for_client(remote),
             )
             .await,
         )?;
@@ -293,11 +293,16 @@ impl AuthApi {
         remote: &RemoteAddr,
         body: Json<LoginRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<LoginErrors>> {
-        counted("password", state.password_attempts.check(remote))?;
         let Json(body) = body;
         let session = counted(
             "password",
-            auth::password_login(&state, &body.username, SecretString::from(body.password)).await,
+            auth::password_login(
+                &state,
+                &body.username,
+                SecretString::from(body.password),
+                &state.password_attempts.for_client(remote),
+            )
+            .await,
         )?;
         Ok(Json(session.into()))
     }

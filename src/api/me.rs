@@ -197,13 +197,13 @@ impl MeApi {
         remote: &RemoteAddr,
         body: Json<ChangePasswordRequest>,
     ) -> Result<Done, ApiFailure<ChangePasswordErrors>> {
-        state.password_attempts.check(remote)?;
         let Json(body) = body;
         me::change_password(
             &state,
             auth.0.sub,
             SecretString::from(body.current_password),
             SecretString::from(body.new_password),
+            &state.password_attempts.for_client(remote),
         )
         .await?;
         Ok(Done::NoContent)
@@ -224,9 +224,14 @@ impl MeApi {
         remote: &RemoteAddr,
         body: Json<UnbindRequest>,
     ) -> Result<Done, ApiFailure<UnbindErrors>> {
-        state.password_attempts.check(remote)?;
         let Json(body) = body;
-        me::unbind(&state, auth.0.sub, SecretString::from(body.password)).await?;
+        me::unbind(
+            &state,
+            auth.0.sub,
+            SecretString::from(body.password),
+            &state.password_attempts.for_client(remote),
+        )
+        .await?;
         Ok(Done::NoContent)
     }
 

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::auth::is_wechat_bound;
-use super::credentials::CredentialError;
+use super::credentials::{AttemptGate, CredentialError};
 use super::tokens::{self, TokenError, now_ms};
 use super::users::{self, AvatarUrl, Nickname, Password, UserError, Username};
 use crate::entity::{users as user_table, wechat_identities};
@@ -111,18 +111,23 @@ pub async fn update_profile(
     profile(state, user_id).await
 }
 
-/// `PUT /me/password`: the new password's rules first, then the current password; success
-/// signs out every session by revoking all refresh families.
+/// `PUT /me/password`: the new password's rules first, then the current password (`gate` is
+/// asked right before it is verified); success signs out every session by revoking all
+/// refresh families.
 pub async fn change_password(
     state: &AppState,
     user_id: Uuid,
     current: SecretString,
     new: SecretString,
+    gate: &dyn AttemptGate,
 ) -> Result<(), MeError> {
     let user = account(state, user_id).await?;
     let username = Username::parse(&user.username)?;
     let new = Password::parse(new, &username)?;
-    state.credentials.check(&state.db, &user, current).await?;
+    state
+        .credentials
+        .check(&state.db, &user, current, gate)
+        .await?;
     let hash = users::hash_password(state.credentials.hasher(), new).await?;
     let txn = state.db.begin().await?;
     user_table::Entity::update_many()
@@ -137,14 +142,18 @@ pub async fn change_password(
 }
 
 /// `POST /me/wechat/unbind`: needs the password, so a stolen phone alone cannot move the
-/// account to another WeChat user.
+/// account to another WeChat user; `gate` is asked right before it is verified.
 pub async fn unbind(
     state: &AppState,
     user_id: Uuid,
     password: SecretString,
+    gate: &dyn AttemptGate,
 ) -> Result<(), MeError> {
     let user = account(state, user_id).await?;
-    state.credentials.check(&state.db, &user, password).await?;
+    state
+        .credentials
+        .check(&state.db, &user, password, gate)
+        .await?;
     let deleted = wechat_identities::Entity::delete_many()
         .filter(wechat_identities::Column::UserId.eq(user_id))
         .filter(wechat_identities::Column::Appid.eq(state.settings.wechat_appid.as_str()))

@@ -1,4 +1,4 @@
-//! Abuse (issue 7, point 4): hostile input through every door, each answered cleanly and
+//! Abuse: hostile input through every door, each answered cleanly and
 //! without effect on other users.
 //!
 //! Covered elsewhere and not repeated: bodies of 64 KiB + 1 byte, with and without a length
@@ -196,6 +196,218 @@ async fn a_thousand_wrong_passwords_from_one_address_lock_the_account_and_the_ad
     // …while other users from other addresses are untouched.
     let response = login_from(&app, &elsewhere, "bystander", "the bystanders password").await;
     assert_eq!(response.status(), 200, "another user from another address");
+}
+
+/// One request of a test, sent as JSON with an optional bearer token.
+struct Request<'a> {
+    method: Method,
+    path: &'a str,
+    bearer: Option<&'a str>,
+    body: Value,
+}
+
+impl Request<'_> {
+    async fn send_from(&self, app: &TestApp, client: &reqwest::Client) -> reqwest::Response {
+        let mut request = client
+            .request(self.method.clone(), app.url(self.path))
+            .json(&self.body);
+        if let Some(token) = self.bearer {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+/// Uses up the password attempts of `client`'s address (wrong passwords for a name no account
+/// has) until a refusal says at least 2 s remain: then the next request, sent at once, still
+/// finds the allowance empty, whatever trickles back at 20 a minute.
+async fn exhaust_address(app: &TestApp, client: &reqwest::Client) {
+    for _ in 0..200 {
+        let response = login_from(app, client, "nobody_here", "a wrong password").await;
+        if response.status() == 429 {
+            let retry_after: u64 = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            if retry_after >= 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(retry_after)).await;
+        } else {
+            assert_error(response, 401, "invalid_credentials").await;
+        }
+    }
+    panic!("the address was never refused");
+}
+
+#[tokio::test]
+async fn an_address_out_of_password_attempts_still_gets_ticket_shape_and_rule_errors_first() {
+    let app = spawn_app().await;
+    let password = "the owners password";
+    app.create_user("owner", password).await;
+    let (ticket, _) = app.bind_ticket().await;
+    let login: Value = app.login("owner", password).await.json().await.unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let limited = client_from(Ipv4Addr::new(127, 0, 0, 9));
+    let refused_first = [
+        // DESIGN §3: the bearer token, the shape, the ticket and the fields' rules all come
+        // before credentials, where the address limit belongs.
+        (
+            Request {
+                method: Method::POST,
+                path: "/api/v1/auth/wechat/bind",
+                bearer: None,
+                body: json!({ "bind_ticket": "no-such-ticket", "username": "owner", "password": password }),
+            },
+            401,
+            "invalid_bind_ticket",
+        ),
+        (
+            Request {
+                method: Method::POST,
+                path: "/api/v1/auth/wechat/bind",
+                bearer: None,
+                body: json!({ "bind_ticket": ticket, "username": "owner" }),
+            },
+            400,
+            "invalid_request",
+        ),
+        (
+            Request {
+                method: Method::POST,
+                path: "/api/v1/auth/login",
+                bearer: None,
+                body: json!({ "username": "owner", "password": 12345678 }),
+            },
+            400,
+            "invalid_request",
+        ),
+        (
+            Request {
+                method: Method::POST,
+                path: "/api/v1/auth/wechat/register",
+                bearer: None,
+                body: json!({ "bind_ticket": ticket, "username": "x", "password": "a long enough password" }),
+            },
+            422,
+            "invalid_username",
+        ),
+        (
+            Request {
+                method: Method::PUT,
+                path: "/api/v1/me/password",
+                bearer: Some(token.as_str()),
+                body: json!({ "current_password": password, "new_password": "short" }),
+            },
+            422,
+            "weak_password",
+        ),
+        (
+            Request {
+                method: Method::PUT,
+                path: "/api/v1/me/password",
+                bearer: Some("not-a-token"),
+                body: json!({ "current_password": password, "new_password": "a new long passphrase" }),
+            },
+            401,
+            "invalid_token",
+        ),
+        (
+            Request {
+                method: Method::POST,
+                path: "/api/v1/me/wechat/unbind",
+                bearer: Some(token.as_str()),
+                body: json!({}),
+            },
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (request, status, code) in refused_first {
+        exhaust_address(&app, &limited).await;
+        let response = request.send_from(&app, &limited).await;
+        assert!(response.headers().get("retry-after").is_none());
+        assert_error(response, status, code).await;
+    }
+
+    // A request that would have its password checked is refused, right password or not.
+    let password_checked = [
+        Request {
+            method: Method::POST,
+            path: "/api/v1/auth/login",
+            bearer: None,
+            body: json!({ "username": "owner", "password": password }),
+        },
+        Request {
+            method: Method::POST,
+            path: "/api/v1/auth/wechat/bind",
+            bearer: None,
+            body: json!({ "bind_ticket": ticket, "username": "owner", "password": password }),
+        },
+        Request {
+            method: Method::PUT,
+            path: "/api/v1/me/password",
+            bearer: Some(token.as_str()),
+            body: json!({ "current_password": "a wrong password", "new_password": "a new long passphrase" }),
+        },
+        Request {
+            method: Method::POST,
+            path: "/api/v1/me/wechat/unbind",
+            bearer: Some(token.as_str()),
+            body: json!({ "password": password }),
+        },
+    ];
+    for request in password_checked {
+        exhaust_address(&app, &limited).await;
+        let response = request.send_from(&app, &limited).await;
+        assert!(
+            response.headers().contains_key("retry-after"),
+            "{}",
+            request.path
+        );
+        assert_error(response, 429, "too_many_attempts").await;
+    }
+
+    // The refused bind did not wear the ticket out, and other addresses are not limited.
+    let response = app.bind(&ticket, "owner", password).await;
+    assert_eq!(response.status(), 200, "the ticket still binds");
+}
+
+#[tokio::test]
+async fn requests_refused_before_their_password_is_checked_do_not_use_up_the_address_allowance() {
+    let app = spawn_app().await;
+    let password = "the owners password";
+    app.create_user("owner", password).await;
+    let token = app.user_token().await;
+    let client = client_from(Ipv4Addr::new(127, 0, 0, 10));
+    // Twice the allowance of each: none of them gets as far as a password.
+    for _ in 0..2 * iotbind::api::attempts::ATTEMPTS_PER_MINUTE {
+        let response = Request {
+            method: Method::POST,
+            path: "/api/v1/auth/wechat/bind",
+            bearer: None,
+            body: json!({ "bind_ticket": "no-such-ticket", "username": "owner", "password": "guess" }),
+        }
+        .send_from(&app, &client)
+        .await;
+        assert_error(response, 401, "invalid_bind_ticket").await;
+        let response = Request {
+            method: Method::PUT,
+            path: "/api/v1/me/password",
+            bearer: Some(&token),
+            body: json!({ "current_password": "guess", "new_password": "12345678" }),
+        }
+        .send_from(&app, &client)
+        .await;
+        assert_error(response, 422, "weak_password").await;
+    }
+    let response = login_from(&app, &client, "owner", password).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "the address has its whole allowance"
+    );
 }
 
 // --- MQTT -----------------------------------------------------------------------------------
