@@ -161,7 +161,15 @@ pub fn parse_command_result(payload: &[u8]) -> Result<CommandResult, PayloadErro
     };
     let error = match object.get("error") {
         None | Some(Value::Null) => None,
-        Some(Value::String(error)) => Some(error.chars().take(MAX_ERROR_CHARS).collect()),
+        // Without NUL characters, which PostgreSQL cannot store in text: a device's C string
+        // sent with its terminator would otherwise lose the whole result.
+        Some(Value::String(error)) => Some(
+            error
+                .chars()
+                .filter(|c| *c != '\0')
+                .take(MAX_ERROR_CHARS)
+                .collect(),
+        ),
         Some(_) => return Err(PayloadError::InvalidShape("`error` must be a string")),
     };
     Ok(CommandResult {
@@ -285,6 +293,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_result_error_keeps_its_text_without_nul_characters() {
+        let id = Uuid::new_v4();
+        let parsed = parse_command_result(
+            format!(r#"{{"id": "{id}", "status": "failed", "error": "stuck\u0000\u0000"}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(parsed.error.as_deref(), Some("stuck"));
     }
 
     #[test]
