@@ -211,7 +211,12 @@ pub async fn update_from_wechat(
         .as_str()
         .and_then(|url| AvatarUrl::parse(url).ok())
         .map(|url| Some(url.into_inner()));
-    if let Some(unionid) = info["unionId"].as_str() {
+    // A unionid is an identifier: one with a control character (a NUL, which PostgreSQL
+    // refuses) is none of WeChat's and is left out.
+    let unionid = info["unionId"]
+        .as_str()
+        .filter(|u| !u.is_empty() && !u.chars().any(char::is_control));
+    if let Some(unionid) = unionid {
         wechat_identities::Entity::update_many()
             .col_expr(
                 wechat_identities::Column::Unionid,

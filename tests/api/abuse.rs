@@ -425,6 +425,28 @@ async fn a_nul_character_in_any_text_field_gets_the_fields_own_answer_never_a_50
     assert_eq!(app.get("/health/ready").await.status(), 200);
 }
 
+#[tokio::test]
+async fn a_unionid_with_a_nul_character_in_the_wechat_profile_is_left_out_never_a_500() {
+    let app = spawn_app().await;
+    let (session, openid) = app.wechat_user("nul_union", "a long enough password").await;
+    let token = session["access_token"].as_str().unwrap();
+    let sealed: Value = app
+        .post_json(
+            "/dev/wechat/encrypt",
+            &json!({ "openid": openid, "data": { "nickName": "Nul", "unionId": "u\u{0}x" } }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let response = app
+        .authed_json(Method::POST, "/api/v1/me/wechat/profile", token, &sealed)
+        .await;
+    assert_eq!(response.status(), 200);
+    let me: Value = response.json().await.unwrap();
+    assert_eq!(me["nickname"], "Nul");
+}
+
 // --- Password guessing ----------------------------------------------------------------------
 
 /// A client whose requests come from `source` (any 127.0.0.0/8 address works on Linux).
