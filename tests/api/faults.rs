@@ -1,4 +1,4 @@
-//! Faults of the parts iotbind depends on (issue 7, point 3), each shown end to end: WeChat
+//! Faults of the parts iotbind depends on, each shown end to end: WeChat
 //! stalling or answering garbage, the database going away and coming back, the server killed
 //! or stopped under load.
 //!
