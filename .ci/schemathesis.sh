@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Property-based testing of the whole HTTP API against its own spec with schemathesis.
 #
-# Builds the server, starts it on free ports with a fresh SQLite database in a temp dir,
-# creates an admin with the CLI, and runs schemathesis (pinned in
-# .ci/requirements-schemathesis.txt, installed into a venv under the cargo target dir) against
+# Builds the server, starts it on free ports with a fresh SQLite database in a temp dir (or
+# the database given, see below), creates an admin with the CLI, and runs schemathesis (pinned
+# in .ci/requirements-schemathesis.txt, installed into a venv under the cargo target dir) against
 # the served /openapi.json, with the configuration in .ci/schemathesis/schemathesis.toml and
 # the auth and fixture hooks in .ci/schemathesis/hooks.py. Exits non-zero on any failure.
 #
 # Environment: ST_MAX_EXAMPLES (default 100 per operation and phase), ST_SEED (default fixed
-# so CI is repeatable), ST_REPORT_DIR (where the JUnit and NDJSON reports go).
+# so CI is repeatable), ST_REPORT_DIR (where the JUnit and NDJSON reports go),
+# IOTBIND_SCHEMATHESIS_DATABASE_URL (a fresh, empty database to run against instead of the
+# SQLite file, e.g. postgres://postgres@127.0.0.1:5432/iotbind_schemathesis; the caller
+# creates it, the script migrates it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -61,7 +64,7 @@ export IOTBIND_ENV=development
 export IOTBIND_HTTP_ADDR="127.0.0.1:$HTTP_PORT"
 export IOTBIND_MQTT_URL=embedded
 export IOTBIND_MQTT_LISTEN="127.0.0.1:$MQTT_PORT"
-export IOTBIND_DATABASE_URL="sqlite://$WORK/iotbind.db?mode=rwc"
+export IOTBIND_DATABASE_URL="${IOTBIND_SCHEMATHESIS_DATABASE_URL:-sqlite://$WORK/iotbind.db?mode=rwc}"
 # Keep the dev JWT secret (generated and kept beside the database in development) out of the
 # checkout.
 cd "$WORK"

@@ -8,7 +8,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::ApiTags;
-use super::error::{ApiError, ApiFailure};
+use super::error::{ApiError, ApiFailure, DATABASE_UNAVAILABLE};
 use super::security::BearerAuth;
 use super::text::Text;
 use crate::error_docs;
@@ -71,6 +71,7 @@ error_docs!(ProvisionErrors {
     403: "`forbidden`: admins only",
     413: "`payload_too_large`",
     422: "`invalid_model`",
+    503: DATABASE_UNAVAILABLE,
 });
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Admin")]

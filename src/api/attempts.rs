@@ -4,8 +4,17 @@
 //!
 //! The per-account lockout of DESIGN §3.1 stops guessing one account's password, but not one
 //! address trying one or two passwords against every account (password spraying), which never
-//! trips any account's lock; and every attempt costs an argon2 hash. This limit is checked
-//! before anything is hashed and answered 429 `too_many_attempts` with `Retry-After`.
+//! trips any account's lock; and every attempt costs an argon2 hash. Refused attempts are
+//! answered 429 `too_many_attempts` with `Retry-After`.
+//!
+//! Where it is taken: a handler passes [`PasswordAttempts::for_client`] into the service call
+//! as its [`AttemptGate`], and the service asks it right before it would hash a password (see
+//! `service::credentials`). Checking it up front in the handler would answer 429 to requests
+//! that DESIGN §3 orders ahead of credentials (an unknown bind ticket, a weak new password) and
+//! spend an attempt on requests that never hash; splitting each service call around the check
+//! would leak its half-done state into the API layer. The gate keeps the check in the one
+//! place that knows when hashing starts, and the limit (an HTTP concern: client addresses)
+//! out of the service layer.
 //!
 //! It is kept in this process's memory (governor's GCRA, keyed by address), so N replicas
 //! behind a load balancer allow up to N times the limit: it is a brake on one noisy client,
@@ -20,8 +29,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use poem::web::RemoteAddr;
 
-use super::error::ApiError;
-use poem::http::StatusCode;
+use crate::service::credentials::AttemptGate;
 
 /// Password attempts one client address may make per minute; also the burst it may make at
 /// once. A person mistyping needs a handful; a script spraying passwords needs thousands.
@@ -48,23 +56,23 @@ impl PasswordAttempts {
         }
     }
 
-    /// Takes one attempt for the client at `remote`, or answers 429 `too_many_attempts` with
-    /// the seconds until the next one is allowed. A request whose peer address is not IP (it
-    /// cannot happen on the TCP listener) is not limited rather than refused.
-    pub fn check(&self, remote: &RemoteAddr) -> Result<(), ApiError> {
-        let Some(ip) = remote.as_socket_addr().map(|addr| client_key(addr.ip())) else {
-            return Ok(());
-        };
-        self.limiter.check_key(&ip).map_err(|not_until| {
+    /// The gate of the client at `remote`, for one request's service call. A request whose
+    /// peer address is not IP (it cannot happen on the TCP listener) is not limited rather
+    /// than refused.
+    pub fn for_client(&self, remote: &RemoteAddr) -> ClientAttempts<'_> {
+        ClientAttempts {
+            attempts: self,
+            key: remote.as_socket_addr().map(|addr| client_key(addr.ip())),
+        }
+    }
+
+    /// Takes one attempt for `key`, or the seconds until the next one is allowed.
+    fn take(&self, key: &IpAddr) -> Result<(), u64> {
+        self.limiter.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             // Rounded up: a client that waits the advertised seconds must not be refused again.
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
-                "too many password attempts from this address; try again later",
-            )
-            .retry_after(secs.max(1))
+            secs.max(1)
         })
     }
 
@@ -73,6 +81,21 @@ impl PasswordAttempts {
     pub fn forget_idle(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+    }
+}
+
+/// One client's share of [`PasswordAttempts`], handed to the service as its [`AttemptGate`].
+pub struct ClientAttempts<'a> {
+    attempts: &'a PasswordAttempts,
+    key: Option<IpAddr>,
+}
+
+impl AttemptGate for ClientAttempts<'_> {
+    fn admit(&self) -> Result<(), u64> {
+        match &self.key {
+            Some(key) => self.attempts.take(key),
+            None => Ok(()),
+        }
     }
 }
 
@@ -101,20 +124,20 @@ mod tests {
     }
 
     #[test]
-    fn an_address_gets_its_allowance_then_429_with_retry_after() {
+    fn an_address_gets_its_allowance_then_a_refusal_with_the_seconds_to_wait() {
         let attempts = PasswordAttempts::new();
         for _ in 0..ATTEMPTS_PER_MINUTE {
-            assert!(attempts.check(&remote("192.0.2.1:1000")).is_ok());
+            assert!(
+                attempts
+                    .for_client(&remote("192.0.2.1:1000"))
+                    .admit()
+                    .is_ok()
+            );
         }
-        let refused = attempts.check(&remote("192.0.2.1:1001")).unwrap_err();
-        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(refused.code(), "too_many_attempts");
-        let response = refused.to_response();
-        let retry_after: u64 = response.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let retry_after = attempts
+            .for_client(&remote("192.0.2.1:1001"))
+            .admit()
+            .unwrap_err();
         assert!((1..=60).contains(&retry_after), "{retry_after}");
     }
 
@@ -122,9 +145,28 @@ mod tests {
     fn other_addresses_keep_their_own_allowance() {
         let attempts = PasswordAttempts::new();
         for _ in 0..=ATTEMPTS_PER_MINUTE {
-            let _ = attempts.check(&remote("192.0.2.1:1000"));
+            let _ = attempts.for_client(&remote("192.0.2.1:1000")).admit();
         }
-        assert!(attempts.check(&remote("192.0.2.2:1000")).is_ok());
+        assert!(
+            attempts
+                .for_client(&remote("192.0.2.2:1000"))
+                .admit()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_gate_that_is_never_asked_takes_nothing() {
+        let attempts = PasswordAttempts::new();
+        for _ in 0..10 * ATTEMPTS_PER_MINUTE {
+            let _unused = attempts.for_client(&remote("192.0.2.1:1000"));
+        }
+        assert!(
+            attempts
+                .for_client(&remote("192.0.2.1:1000"))
+                .admit()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
 
 use super::ApiTags;
-use super::error::ApiFailure;
+use super::error::{ApiFailure, DATABASE_UNAVAILABLE};
 use super::models::{Authenticated, BindRequired, WechatLoginResult};
 use super::text::Text;
 use crate::error_docs;
@@ -131,6 +131,7 @@ error_docs!(WechatLoginErrors {
     413: "`payload_too_large`",
     429: "`wechat_rate_limited`: WeChat is rate limiting us",
     502: "`wechat_unavailable`: WeChat timed out, failed or answered garbage",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(BindErrors {
@@ -140,6 +141,7 @@ error_docs!(BindErrors {
     413: "`payload_too_large`",
     429: "`too_many_attempts`: the account is locked after 5 wrong passwords, or this address \
           made more than 20 password attempts in a minute",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(RegisterErrors {
@@ -148,6 +150,7 @@ error_docs!(RegisterErrors {
     409: "`username_taken` or `wechat_already_bound`",
     413: "`payload_too_large`",
     422: "`invalid_username`, `weak_password` or `invalid_nickname`",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(LoginErrors {
@@ -156,6 +159,7 @@ error_docs!(LoginErrors {
     413: "`payload_too_large`",
     429: "`too_many_attempts`: the account is locked after 5 wrong passwords, or this address \
           made more than 20 password attempts in a minute",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(RefreshErrors {
@@ -163,11 +167,13 @@ error_docs!(RefreshErrors {
     401: "`invalid_refresh_token` or `refresh_token_reused` (the login is revoked)",
     409: "`refresh_token_rotated`: another request exchanged it moments ago",
     413: "`payload_too_large`",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(LogoutErrors {
     400: "`invalid_request`: malformed body",
     413: "`payload_too_large`",
+    503: DATABASE_UNAVAILABLE,
 });
 
 /// Counts a login attempt that ends in a session or an error, under `method`.
@@ -240,7 +246,6 @@ impl AuthApi {
         remote: &RemoteAddr,
         body: Json<BindRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<BindErrors>> {
-        counted("bind", state.password_attempts.check(remote))?;
         let Json(body) = body;
         let session = counted(
             "bind",
@@ -249,6 +254,7 @@ impl AuthApi {
                 &body.bind_ticket,
                 &body.username,
                 SecretString::from(body.password),
+                &state.password_attempts.for_client(remote),
             )
             .await,
         )?;
@@ -293,11 +299,16 @@ impl AuthApi {
         remote: &RemoteAddr,
         body: Json<LoginRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<LoginErrors>> {
-        counted("password", state.password_attempts.check(remote))?;
         let Json(body) = body;
         let session = counted(
             "password",
-            auth::password_login(&state, &body.username, SecretString::from(body.password)).await,
+            auth::password_login(
+                &state,
+                &body.username,
+                SecretString::from(body.password),
+                &state.password_attempts.for_client(remote),
+            )
+            .await,
         )?;
         Ok(Json(session.into()))
     }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::ApiTags;
-use super::error::{ApiError, ApiFailure};
+use super::error::{ApiError, ApiFailure, DATABASE_UNAVAILABLE};
 use super::security::BearerAuth;
 use super::text::Text;
 use crate::entity::commands::{self as command_table, CommandStatus};
@@ -315,15 +315,18 @@ error_docs!(ClaimErrors {
     413: "`payload_too_large`",
     422: "`invalid_device_name`",
     429: "`too_many_attempts`: 10 failed claims within an hour",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(ListErrors {
     401: "`invalid_token`",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(DeviceErrors {
     401: "`invalid_token`",
     404: "`device_not_found`: no such device, or not the caller's",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(RenameErrors {
@@ -332,12 +335,14 @@ error_docs!(RenameErrors {
     404: "`device_not_found`",
     413: "`payload_too_large`",
     422: "`invalid_device_name`",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(TelemetryErrors {
     400: "`invalid_request`: bad `from`, `to`, `limit` or `cursor`",
     401: "`invalid_token`",
     404: "`device_not_found`",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(SendCommandErrors {
@@ -346,17 +351,20 @@ error_docs!(SendCommandErrors {
     404: "`device_not_found`",
     413: "`payload_too_large`",
     422: "`invalid_command_name`",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(CommandListErrors {
     400: "`invalid_request`: `limit` out of range",
     401: "`invalid_token`",
     404: "`device_not_found`",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(CommandErrors {
     401: "`invalid_token`",
     404: "`device_not_found` or `command_not_found`",
+    503: DATABASE_UNAVAILABLE,
 });
 
 /// A path id that is not a UUID names no device.

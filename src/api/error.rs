@@ -259,10 +259,15 @@ fn retry_after_header() -> MetaHeader {
     }
 }
 
+/// The 503 of every operation that needs the database: [`ApiError::internal`] answers a
+/// database that cannot be reached this way, whatever the operation.
+pub const DATABASE_UNAVAILABLE: &str =
+    "`unavailable`: the database cannot be reached; try again after `Retry-After` seconds";
+
 /// Declares an [`ErrorDocs`] marker: `error_docs!(pub ReadyErrors { 503: "…" });`
 #[macro_export]
 macro_rules! error_docs {
-    ($vis:vis $name:ident { $($status:literal : $when:literal),+ $(,)? }) => {
+    ($vis:vis $name:ident { $($status:literal : $when:expr),+ $(,)? }) => {
         #[doc = concat!("Errors answered by the operations that use `", stringify!($name), "`.")]
         $vis struct $name;
         impl $crate::api::error::ErrorDocs for $name {

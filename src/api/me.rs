@@ -7,7 +7,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
 
 use super::ApiTags;
-use super::error::ApiFailure;
+use super::error::{ApiFailure, DATABASE_UNAVAILABLE};
 use super::models::User;
 use super::security::BearerAuth;
 use super::text::Text;
@@ -102,6 +102,7 @@ enum Done {
 
 error_docs!(MeErrors {
     401: "`invalid_token`: missing, malformed, expired or foreign access token",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(UpdateMeErrors {
@@ -109,6 +110,7 @@ error_docs!(UpdateMeErrors {
     401: "`invalid_token`",
     413: "`payload_too_large`",
     422: "`invalid_nickname` or `invalid_avatar_url`",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(ChangePasswordErrors {
@@ -118,6 +120,7 @@ error_docs!(ChangePasswordErrors {
     422: "`weak_password`",
     429: "`too_many_attempts`: the account is locked after 5 wrong passwords, or this address \
           made more than 20 password attempts in a minute",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(UnbindErrors {
@@ -127,6 +130,7 @@ error_docs!(UnbindErrors {
     413: "`payload_too_large`",
     429: "`too_many_attempts`: the account is locked after 5 wrong passwords, or this address \
           made more than 20 password attempts in a minute",
+    503: DATABASE_UNAVAILABLE,
 });
 
 error_docs!(WechatProfileErrors {
@@ -135,6 +139,7 @@ error_docs!(WechatProfileErrors {
     404: "`not_bound`: no WeChat identity is linked",
     409: "`session_key_stale`: the data does not decrypt with the latest login's session; log in again",
     413: "`payload_too_large`",
+    503: DATABASE_UNAVAILABLE,
 });
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Me")]
@@ -197,13 +202,13 @@ impl MeApi {
         remote: &RemoteAddr,
         body: Json<ChangePasswordRequest>,
     ) -> Result<Done, ApiFailure<ChangePasswordErrors>> {
-        state.password_attempts.check(remote)?;
         let Json(body) = body;
         me::change_password(
             &state,
             auth.0.sub,
             SecretString::from(body.current_password),
             SecretString::from(body.new_password),
+            &state.password_attempts.for_client(remote),
         )
         .await?;
         Ok(Done::NoContent)
@@ -224,9 +229,14 @@ impl MeApi {
         remote: &RemoteAddr,
         body: Json<UnbindRequest>,
     ) -> Result<Done, ApiFailure<UnbindErrors>> {
-        state.password_attempts.check(remote)?;
         let Json(body) = body;
-        me::unbind(&state, auth.0.sub, SecretString::from(body.password)).await?;
+        me::unbind(
+            &state,
+            auth.0.sub,
+            SecretString::from(body.password),
+            &state.password_attempts.for_client(remote),
+        )
+        .await?;
         Ok(Done::NoContent)
     }
 

@@ -29,6 +29,13 @@ impl IntoApiError for CredentialError {
                 "too many wrong passwords; the account is locked for a while",
             )
             .retry_after(retry_after_secs),
+            // The only gate the API passes is the per-address limit (api::attempts).
+            CredentialError::Throttled { retry_after_secs } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "too many password attempts from this address; try again later",
+            )
+            .retry_after(retry_after_secs),
             CredentialError::Internal(err) => ApiError::internal(err),
         }
     }

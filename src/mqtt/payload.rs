@@ -161,7 +161,15 @@ pub fn parse_command_result(payload: &[u8]) -> Result<CommandResult, PayloadErro
     };
     let error = match object.get("error") {
         None | Some(Value::Null) => None,
-        Some(Value::String(error)) => Some(error.chars().take(MAX_ERROR_CHARS).collect()),
+        // Without NUL characters, which PostgreSQL cannot store in text: a device's C string
+        // sent with its terminator would otherwise lose the whole result.
+        Some(Value::String(error)) => Some(
+            error
+                .chars()
+                .filter(|c| *c != '\0')
+                .take(MAX_ERROR_CHARS)
+                .collect(),
+        ),
         Some(_) => return Err(PayloadError::InvalidShape("`error` must be a string")),
     };
     Ok(CommandResult {
@@ -256,14 +264,19 @@ mod tests {
         assert!(parse_telemetry(deep.as_bytes()).is_err());
     }
 
-    /// Found by the `telemetry` fuzz target (tests/fuzz): serde_json's default float parser is
-    /// not correctly rounded, so a long decimal is stored, and reads back after re-encoding, a
-    /// few ulps away from the value sent (serde_json's `float_roundtrip` feature would make it
-    /// exact). It must stay that close and parse again as valid telemetry.
+    /// Found by the `telemetry` fuzz target (tests/fuzz): without serde_json's
+    /// `float_roundtrip` feature its float parser is not correctly rounded, and these long
+    /// decimals were stored a few ulps away from the value sent. The value parsed from the
+    /// payload, encoded as we store it and parsed again, must be the very same `f64`.
     #[test]
-    fn long_decimals_are_stored_within_a_few_ulps_and_parse_again() {
+    fn long_decimals_are_stored_exactly_as_sent_and_parse_back_to_the_same_value() {
         let nines = format!("9{}1.5", "3".repeat(119));
-        for sent_text in ["19999999999997547363.5", nines.as_str()] {
+        for sent_text in [
+            "19999999999997547363.5",
+            nines.as_str(),
+            "0.30000000000000004441",
+            "2.2250738585072011e-308",
+        ] {
             // Rust's own parser is correctly rounded: the value the device meant.
             let sent: f64 = sent_text.parse().unwrap();
             let payload = format!(r#"{{"values": {{"v": {sent_text}}}}}"#);
@@ -273,12 +286,24 @@ mod tests {
             for stored in [&first.values_json, &again.values_json] {
                 let value: Value = serde_json::from_str(stored).unwrap();
                 let stored = value["v"].as_f64().unwrap();
-                assert!(
-                    (stored - sent).abs() <= sent.abs() * 1e-14,
-                    "{stored} for {sent_text}"
+                assert_eq!(
+                    stored.to_bits(),
+                    sent.to_bits(),
+                    "{sent_text} was sent, {stored} stored"
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_result_error_keeps_its_text_without_nul_characters() {
+        let id = Uuid::new_v4();
+        let parsed = parse_command_result(
+            format!(r#"{{"id": "{id}", "status": "failed", "error": "stuck\u0000\u0000"}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(parsed.error.as_deref(), Some("stuck"));
     }
 
     #[test]

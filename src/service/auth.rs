@@ -12,7 +12,7 @@ use sea_orm::{
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::credentials::CredentialError;
+use super::credentials::{AttemptGate, CredentialError};
 use super::tokens::{TokenError, TokenPair, hash_token, now_ms, random_token};
 use super::users::{self, NewUser, Password, UserError, Username};
 use crate::entity::users::Role;
@@ -153,17 +153,19 @@ async fn live_ticket(
         .ok_or(AuthError::InvalidBindTicket)
 }
 
-/// `POST /auth/wechat/bind`: links the ticket's openid to an existing account.
+/// `POST /auth/wechat/bind`: links the ticket's openid to an existing account. The ticket is
+/// checked first; `gate` is asked only once a password is about to be verified.
 pub async fn bind(
     state: &AppState,
     ticket: &str,
     username: &str,
     password: SecretString,
+    gate: &dyn AttemptGate,
 ) -> Result<Session, AuthError> {
     let ticket = live_ticket(&state.db, ticket).await?;
     let user = match state
         .credentials
-        .check_login(&state.db, username, password)
+        .check_login(&state.db, username, password, gate)
         .await
     {
         Ok(user) => user,
@@ -281,15 +283,16 @@ async fn link_identity(
     }
 }
 
-/// `POST /auth/login`.
+/// `POST /auth/login`; `gate` is asked right before the password is verified.
 pub async fn password_login(
     state: &AppState,
     username: &str,
     password: SecretString,
+    gate: &dyn AttemptGate,
 ) -> Result<Session, AuthError> {
     let user = state
         .credentials
-        .check_login(&state.db, username, password)
+        .check_login(&state.db, username, password, gate)
         .await?;
     let wechat_bound = is_wechat_bound(state, user.id).await?;
     let tokens = state.tokens.start_family(&state.db, &user).await?;

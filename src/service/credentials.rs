@@ -5,6 +5,11 @@
 //! the account for 15 minutes, during which every attempt, right or wrong, is refused before
 //! any hashing. The counters live on the account row and change only through conditional
 //! UPDATEs, so they hold across replicas and concurrent attempts.
+//!
+//! A caller's own brake on attempts (the HTTP layer's per-address limit) comes in as an
+//! [`AttemptGate`], consulted right before a password is hashed: after every cheaper check of
+//! the request (its shape, its ticket, the new password's rules) has passed, so those keep
+//! their own answers, and before the argon2 work the brake exists to save.
 
 use std::sync::Arc;
 
@@ -31,6 +36,9 @@ pub enum CredentialError {
     InvalidCredentials,
     #[error("too many wrong passwords; try again in {retry_after_secs} s")]
     Locked { retry_after_secs: u64 },
+    /// The caller's [`AttemptGate`] refused: too many attempts from this client.
+    #[error("too many password attempts; try again in {retry_after_secs} s")]
+    Throttled { retry_after_secs: u64 },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -39,6 +47,21 @@ impl From<sea_orm::DbErr> for CredentialError {
     fn from(err: sea_orm::DbErr) -> Self {
         CredentialError::Internal(anyhow::Error::new(err).context("database error on lockout"))
     }
+}
+
+/// A limit on password attempts that is the caller's business rather than the account's,
+/// such as one per client address. Passed into each operation that verifies a password, it is
+/// asked exactly once, right before the hash, so a request refused for another reason first
+/// (an unknown bind ticket, a weak new password, a locked account) neither uses up an attempt
+/// nor is answered as throttled.
+pub trait AttemptGate: Send + Sync {
+    /// Takes one attempt, or refuses with the seconds until the next one is allowed.
+    fn admit(&self) -> Result<(), u64>;
+}
+
+fn admit(gate: &dyn AttemptGate) -> Result<(), CredentialError> {
+    gate.admit()
+        .map_err(|retry_after_secs| CredentialError::Throttled { retry_after_secs })
 }
 
 /// Verifies passwords; holds the dummy hash that makes unknown accounts cost the same time.
@@ -60,12 +83,14 @@ impl Credentials {
         &self.hasher
     }
 
-    /// Finds the account by (already lower-cased) username and checks its password.
+    /// Finds the account by (already lower-cased) username and checks its password; `gate`
+    /// is asked right before the hash.
     pub async fn check_login(
         &self,
         db: &DatabaseConnection,
         username: &str,
         password: SecretString,
+        gate: &dyn AttemptGate,
     ) -> Result<users::Model, CredentialError> {
         // A name no account can have (every stored name passed `Username::parse`) is answered
         // as an unknown one without asking the database: PostgreSQL refuses text with a NUL
@@ -81,10 +106,11 @@ impl Credentials {
         };
         match user {
             Some(user) => {
-                self.check(db, &user, password).await?;
+                self.check(db, &user, password, gate).await?;
                 Ok(user)
             }
             None => {
+                admit(gate)?;
                 // An unknown name costs one argon2 verification too, so timing does not tell
                 // which accounts exist.
                 let dummy = self
@@ -101,17 +127,20 @@ impl Credentials {
         }
     }
 
-    /// Checks `password` for `user`, counting a failure or clearing the count on success.
+    /// Checks `password` for `user`, counting a failure or clearing the count on success;
+    /// `gate` is asked after the lock (which costs no hash) and right before the hash.
     pub async fn check(
         &self,
         db: &DatabaseConnection,
         user: &users::Model,
         password: SecretString,
+        gate: &dyn AttemptGate,
     ) -> Result<(), CredentialError> {
         let now = now_ms();
         if let Some(until) = user.locked_until.filter(|until| *until > now) {
             return Err(locked(until, now));
         }
+        admit(gate)?;
         if self
             .hasher
             .verify(password, user.password_hash.clone())

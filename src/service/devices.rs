@@ -215,10 +215,18 @@ pub async fn claim(
         });
     }
 
-    let device = devices::Entity::find()
-        .filter(devices::Column::Serial.eq(serial.trim().to_ascii_uppercase()))
-        .one(db)
-        .await?;
+    // A serial with a control character is on no label of ours, and PostgreSQL refuses a NUL
+    // in a query outright: such a serial is answered as a wrong one (and counted as a failed
+    // claim) without asking the database, instead of becoming a 500.
+    let serial = serial.trim().to_ascii_uppercase();
+    let device = if serial.chars().any(char::is_control) {
+        None
+    } else {
+        devices::Entity::find()
+            .filter(devices::Column::Serial.eq(serial))
+            .one(db)
+            .await?
+    };
     let code_hash = hash_secret(normalize_claim_code(claim_code));
     let Some(device) = device.filter(|d| d.claim_code_hash == code_hash) else {
         claim_failures::Entity::insert(claim_failures::ActiveModel {

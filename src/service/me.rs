@@ -8,7 +8,7 @@ use sea_orm::{
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use super::credentials::CredentialError;
+use super::credentials::{AttemptGate, CredentialError};
 use super::tokens::{self, TokenError, now_ms};
 use super::users::{self, AvatarUrl, Nickname, Password, UserError, Username};
 use crate::entity::{users as user_table, wechat_identities};
@@ -136,18 +136,23 @@ pub async fn update_profile(
     profile(state, user_id).await
 }
 
-/// `PUT /me/password`: the new password's rules first, then the current password; success
-/// signs out every session by revoking all refresh families.
+/// `PUT /me/password`: the new password's rules first, then the current password (`gate` is
+/// asked right before it is verified); success signs out every session by revoking all
+/// refresh families.
 pub async fn change_password(
     state: &AppState,
     user_id: Uuid,
     current: SecretString,
     new: SecretString,
+    gate: &dyn AttemptGate,
 ) -> Result<(), MeError> {
     let user = account(state, user_id).await?;
     let username = Username::parse(&user.username)?;
     let new = Password::parse(new, &username)?;
-    state.credentials.check(&state.db, &user, current).await?;
+    state
+        .credentials
+        .check(&state.db, &user, current, gate)
+        .await?;
     let hash = users::hash_password(state.credentials.hasher(), new).await?;
     let txn = state.db.begin().await?;
     user_table::Entity::update_many()
@@ -162,14 +167,18 @@ pub async fn change_password(
 }
 
 /// `POST /me/wechat/unbind`: needs the password, so a stolen phone alone cannot move the
-/// account to another WeChat user.
+/// account to another WeChat user; `gate` is asked right before it is verified.
 pub async fn unbind(
     state: &AppState,
     user_id: Uuid,
     password: SecretString,
+    gate: &dyn AttemptGate,
 ) -> Result<(), MeError> {
     let user = account(state, user_id).await?;
-    state.credentials.check(&state.db, &user, password).await?;
+    state
+        .credentials
+        .check(&state.db, &user, password, gate)
+        .await?;
     let deleted = wechat_identities::Entity::delete_many()
         .filter(wechat_identities::Column::UserId.eq(user_id))
         .filter(wechat_identities::Column::Appid.eq(state.settings.wechat_appid.as_str()))
@@ -227,7 +236,12 @@ pub async fn update_from_wechat(
         .as_str()
         .and_then(|url| AvatarUrl::parse(url).ok())
         .map(|url| Some(url.into_inner()));
-    if let Some(unionid) = info["unionId"].as_str() {
+    // A unionid is an identifier: one with a control character (a NUL, which PostgreSQL
+    // refuses) is none of WeChat's and is left out.
+    let unionid = info["unionId"]
+        .as_str()
+        .filter(|u| !u.is_empty() && !u.chars().any(char::is_control));
+    if let Some(unionid) = unionid {
         wechat_identities::Entity::update_many()
             .col_expr(
                 wechat_identities::Column::Unionid,

@@ -327,11 +327,14 @@ fn parse_answer(body: &[u8]) -> Attempt {
     if let Some(error) = error {
         return Attempt::Final(Err(error));
     }
+    // Identifiers are stored as text: empty ones, or ones with a control character (a NUL,
+    // which PostgreSQL refuses), are not WeChat's.
+    let usable = |id: &String| !id.is_empty() && !id.chars().any(char::is_control);
     match (answer.openid, answer.session_key) {
-        (Some(openid), Some(session_key)) if !openid.is_empty() && !session_key.is_empty() => {
+        (Some(openid), Some(session_key)) if usable(&openid) && usable(&session_key) => {
             Attempt::Final(Ok(WechatSession {
                 openid,
-                unionid: answer.unionid.filter(|u| !u.is_empty()),
+                unionid: answer.unionid.filter(usable),
                 session_key: SecretString::from(session_key),
             }))
         }
@@ -417,6 +420,19 @@ mod tests {
         assert!(is_transient(&parse_answer(b"\x00\x01garbage")));
         assert!(is_transient(&parse_answer(b"{}")));
         assert!(is_transient(&parse_answer(br#"{"errcode":"40029"}"#)));
+    }
+
+    #[test]
+    fn an_openid_with_a_control_character_is_garbage_and_such_a_unionid_is_left_out() {
+        assert!(is_transient(&parse_answer(
+            br#"{"openid":"o\u00001","session_key":"a2V5"}"#
+        )));
+        let Attempt::Final(Ok(session)) =
+            parse_answer(br#"{"openid":"o1","session_key":"a2V5","unionid":"u\u00001"}"#)
+        else {
+            panic!("expected a session");
+        };
+        assert_eq!(session.unionid, None);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Abuse (issue 7, point 4): hostile input through every door, each answered cleanly and
+//! Abuse: hostile input through every door, each answered cleanly and
 //! without effect on other users.
 //!
 //! Covered elsewhere and not repeated: bodies of 64 KiB + 1 byte, with and without a length
@@ -105,6 +105,348 @@ async fn confusable_and_nul_usernames_are_422_and_never_reach_another_account() 
     );
 }
 
+// --- NUL characters -------------------------------------------------------------------------
+
+/// One operation of the NUL test: a valid request, and for each text field spoiled with a NUL
+/// the answer expected (a code of `""` is a success).
+struct NulCase {
+    method: Method,
+    path: String,
+    bearer: Option<String>,
+    body: Value,
+    fields: Vec<(&'static str, u16, &'static str)>,
+}
+
+/// The status and error code of `request`'s answer, after checking that it is not a 5xx and
+/// that an error has the §3 shape.
+async fn answer_of(what: &str, request: reqwest::RequestBuilder) -> (u16, String) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    assert!(status < 500, "{what} answered {status}");
+    if status < 400 {
+        return (status, String::new());
+    }
+    let body = assert_error_shape(response).await;
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Asserts a JSON `{"error", "message"}` body and returns it.
+async fn assert_error_shape(response: reqwest::Response) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"].is_string() && body["message"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+#[tokio::test]
+async fn a_nul_character_in_any_text_field_gets_the_fields_own_answer_never_a_500() {
+    // PostgreSQL refuses a NUL in a text parameter outright: a value that reached a query
+    // unchecked was a 500 there, while SQLite stored or matched it. Run on both.
+    let app = spawn_app().await;
+    let password = "the owners password";
+    app.create_user("owner", password).await;
+    let login: Value = app.login("owner", password).await.json().await.unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let refresh = login["refresh_token"].as_str().unwrap().to_owned();
+    let admin = app.admin_token().await;
+    let (device_owner, devices) = owner_with_devices(&app, 1).await;
+    let device = &devices[0].device_id;
+    let unclaimed = app.provision(1).await.remove(0);
+    let (bind_ticket, _) = app.bind_ticket().await;
+    let (register_ticket, _) = app.bind_ticket().await;
+
+    let cases = [
+        NulCase {
+            method: Method::POST,
+            path: "/api/v1/auth/wechat/login".into(),
+            bearer: None,
+            body: json!({ "code": "0a3Xb7ll2nQf" }),
+            fields: vec![("code", 400, "invalid_code")],
+        },
+        NulCase {
+            method: Method::POST,
+            path: "/api/v1/auth/wechat/bind".into(),
+            bearer: None,
+            body: json!({ "bind_ticket": bind_ticket, "username": "owner", "password": password }),
+            fields: vec![
+                ("bind_ticket", 401, "invalid_bind_ticket"),
+                ("username", 401, "invalid_credentials"),
+                ("password", 401, "invalid_credentials"),
+            ],
+        },
+        NulCase {
+            method: Method::POST,
+            path: "/api/v1/auth/wechat/register".into(),
+            bearer: None,
+            body: json!({
+                "bind_ticket": register_ticket,
+                "username": "newcomer",
+                "password": "a long enough password",
+                "nickname": "Newcomer",
+            }),
+            fields: vec![
+                ("bind_ticket", 401, "invalid_bind_ticket"),
+                ("username", 422, "invalid_username"),
+                ("nickname", 422, "invalid_nickname"),
+                // Passwords are only ever hashed: a NUL is one more character (last: this
+                // one spends the ticket).
+                ("password", 201, ""),
+            ],
+        },
+        NulCase {
+            method: Method::POST,
+            path: "/api/v1/auth/login".into(),
+            bearer: None,
+            body: json!({ "username": "owner", "password": password }),
+            fields: vec![
+                ("username", 401, "invalid_credentials"),
+                ("password", 401, "invalid_credentials"),
+            ],
+        },
+        NulCase {
+            method: Method::POST,
+            path: "/api/v1/auth/refresh".into(),
+            bearer: None,
+            body: json!({ "refresh_token": refresh }),
+            fields: vec![("refresh_token", 401, "invalid_refresh_token")],
+        },
+        NulCase {
+            method: Method::POST,
+            path: "/api/v1/auth/logout".into(),
+            bearer: None,
+            body: json!({ "refresh_token": refresh }),
+            // An unknown token is logged out too (DESIGN §3.2).
+            fields: vec![("refresh_token", 204, "")],
+        },
+        NulCase {
+            method: Method::PATCH,
+            path: "/api/v1/me".into(),
+            bearer: Some(token.clone()),
+            body: json!({ "nickname": "Owner", "avatar_url": "https://example.com/a.png" }),
+            fields: vec![
+                ("nickname", 422, "invalid_nickname"),
+                ("avatar_url", 422, "invalid_avatar_url"),
+            ],
+        },
+        NulCase {
+            method: Method::POST,
+            path: "/api/v1/me/wechat/unbind".into(),
+            bearer: Some(token.clone()),
+            body: json!({ "password": password }),
+            fields: vec![("password", 401, "invalid_credentials")],
+        },
+        NulCase {
+            method: Method::POST,
+            path: "/api/v1/me/wechat/profile".into(),
+            bearer: Some(token.clone()),
+            body: json!({ "encrypted_data": "AAAAAAAAAAAAAAAAAAAAAA==", "iv": "r7BXXKkLb8qrSNn05n0qiA==" }),
+            fields: vec![
+                ("encrypted_data", 404, "not_bound"),
+                ("iv", 404, "not_bound"),
+            ],
+        },
+        NulCase {
+            method: Method::PUT,
+            path: "/api/v1/me/password".into(),
+            bearer: Some(token.clone()),
+            body: json!({ "current_password": password, "new_password": "a new long passphrase" }),
+            fields: vec![
+                ("current_password", 401, "invalid_credentials"),
+                ("new_password", 204, ""),
+            ],
+        },
+        NulCase {
+            method: Method::POST,
+            path: "/api/v1/devices/claim".into(),
+            bearer: Some(device_owner.clone()),
+            body: json!({
+                "serial": unclaimed.serial,
+                "claim_code": unclaimed.claim_code,
+                "name": "Kitchen",
+            }),
+            fields: vec![
+                ("serial", 404, "claim_failed"),
+                ("claim_code", 404, "claim_failed"),
+                ("name", 422, "invalid_device_name"),
+            ],
+        },
+        NulCase {
+            method: Method::PATCH,
+            path: format!("/api/v1/devices/{device}"),
+            bearer: Some(device_owner.clone()),
+            body: json!({ "name": "Bedroom" }),
+            fields: vec![("name", 422, "invalid_device_name")],
+        },
+        NulCase {
+            method: Method::POST,
+            path: format!("/api/v1/devices/{device}/commands"),
+            bearer: Some(device_owner.clone()),
+            body: json!({ "name": "set_relay", "params": {} }),
+            fields: vec![("name", 422, "invalid_command_name")],
+        },
+        NulCase {
+            method: Method::POST,
+            path: "/api/v1/admin/devices".into(),
+            bearer: Some(admin.clone()),
+            body: json!({ "count": 1, "model": "thermo-2" }),
+            fields: vec![("model", 422, "invalid_model")],
+        },
+    ];
+    for case in cases {
+        for (field, status, code) in case.fields {
+            let mut spoiled = case.body.clone();
+            let text = case.body[field].as_str().unwrap();
+            // In the middle, where a check of only the start or the end would miss it.
+            let (head, tail) = text.split_at(text.len() / 2);
+            spoiled[field] = json!(format!("{head}\u{0}{tail}"));
+            let mut request = app
+                .client
+                .request(case.method.clone(), app.url(&case.path))
+                .json(&spoiled);
+            if let Some(bearer) = &case.bearer {
+                request = request.bearer_auth(bearer);
+            }
+            let what = format!("{} {} with a NUL in {field}", case.method, case.path);
+            let answer = answer_of(&what, request).await;
+            assert_eq!(answer, (status, code.to_owned()), "{what}");
+        }
+    }
+
+    // Command params are free-form JSON, stored escaped: a NUL there is just data.
+    let response = app
+        .authed_json(
+            Method::POST,
+            &format!("/api/v1/devices/{device}/commands"),
+            &device_owner,
+            &json!({ "name": "set_relay", "params": { "k\u{0}": "v\u{0}" } }),
+        )
+        .await;
+    assert_eq!(response.status(), 202, "params with a NUL are accepted");
+    let command: Value = response.json().await.unwrap();
+    assert_eq!(command["params"], json!({ "k\u{0}": "v\u{0}" }));
+
+    // Path and query parameters.
+    let unknown = uuid::Uuid::new_v4();
+    for (method, path, status, code) in [
+        (
+            Method::GET,
+            format!("/api/v1/devices/{device}%00"),
+            404,
+            "device_not_found",
+        ),
+        (
+            Method::GET,
+            "/api/v1/devices/%00".to_owned(),
+            404,
+            "device_not_found",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/devices/{device}%00"),
+            404,
+            "device_not_found",
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/devices/{device}/telemetry?cursor=%00"),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/devices/{device}/telemetry?cursor=MTox%00"),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/devices/{device}/telemetry?from=%00"),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/devices/{device}/telemetry?to=2026-01-01T00:00:00Z%00"),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/devices/{device}/commands?limit=1%00"),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/devices/{device}/commands/%00"),
+            404,
+            "command_not_found",
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/devices/{device}/commands/{unknown}%00"),
+            404,
+            "command_not_found",
+        ),
+    ] {
+        let what = format!("{method} {path}");
+        let request = app.authed(method, &path, &device_owner);
+        let answer = answer_of(&what, request).await;
+        assert_eq!(answer, (status, code.to_owned()), "{what}");
+    }
+    // The device is still there, and the server well.
+    assert_eq!(
+        app.authed(
+            Method::GET,
+            &format!("/api/v1/devices/{device}"),
+            &device_owner
+        )
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    assert_eq!(app.get("/health/ready").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_unionid_with_a_nul_character_in_the_wechat_profile_is_left_out_never_a_500() {
+    let app = spawn_app().await;
+    let (session, openid) = app.wechat_user("nul_union", "a long enough password").await;
+    let token = session["access_token"].as_str().unwrap();
+    let sealed: Value = app
+        .post_json(
+            "/dev/wechat/encrypt",
+            &json!({ "openid": openid, "data": { "nickName": "Nul", "unionId": "u\u{0}x" } }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let response = app
+        .authed_json(Method::POST, "/api/v1/me/wechat/profile", token, &sealed)
+        .await;
+    assert_eq!(response.status(), 200);
+    let me: Value = response.json().await.unwrap();
+    assert_eq!(me["nickname"], "Nul");
+}
+
 // --- Password guessing ----------------------------------------------------------------------
 
 /// A client whose requests come from `source` (any 127.0.0.0/8 address works on Linux).
@@ -196,6 +538,218 @@ async fn a_thousand_wrong_passwords_from_one_address_lock_the_account_and_the_ad
     // …while other users from other addresses are untouched.
     let response = login_from(&app, &elsewhere, "bystander", "the bystanders password").await;
     assert_eq!(response.status(), 200, "another user from another address");
+}
+
+/// One request of a test, sent as JSON with an optional bearer token.
+struct Request<'a> {
+    method: Method,
+    path: &'a str,
+    bearer: Option<&'a str>,
+    body: Value,
+}
+
+impl Request<'_> {
+    async fn send_from(&self, app: &TestApp, client: &reqwest::Client) -> reqwest::Response {
+        let mut request = client
+            .request(self.method.clone(), app.url(self.path))
+            .json(&self.body);
+        if let Some(token) = self.bearer {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+/// Uses up the password attempts of `client`'s address (wrong passwords for a name no account
+/// has) until a refusal says at least 2 s remain: then the next request, sent at once, still
+/// finds the allowance empty, whatever trickles back at 20 a minute.
+async fn exhaust_address(app: &TestApp, client: &reqwest::Client) {
+    for _ in 0..200 {
+        let response = login_from(app, client, "nobody_here", "a wrong password").await;
+        if response.status() == 429 {
+            let retry_after: u64 = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            if retry_after >= 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(retry_after)).await;
+        } else {
+            assert_error(response, 401, "invalid_credentials").await;
+        }
+    }
+    panic!("the address was never refused");
+}
+
+#[tokio::test]
+async fn an_address_out_of_password_attempts_still_gets_ticket_shape_and_rule_errors_first() {
+    let app = spawn_app().await;
+    let password = "the owners password";
+    app.create_user("owner", password).await;
+    let (ticket, _) = app.bind_ticket().await;
+    let login: Value = app.login("owner", password).await.json().await.unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let limited = client_from(Ipv4Addr::new(127, 0, 0, 9));
+    let refused_first = [
+        // DESIGN §3: the bearer token, the shape, the ticket and the fields' rules all come
+        // before credentials, where the address limit belongs.
+        (
+            Request {
+                method: Method::POST,
+                path: "/api/v1/auth/wechat/bind",
+                bearer: None,
+                body: json!({ "bind_ticket": "no-such-ticket", "username": "owner", "password": password }),
+            },
+            401,
+            "invalid_bind_ticket",
+        ),
+        (
+            Request {
+                method: Method::POST,
+                path: "/api/v1/auth/wechat/bind",
+                bearer: None,
+                body: json!({ "bind_ticket": ticket, "username": "owner" }),
+            },
+            400,
+            "invalid_request",
+        ),
+        (
+            Request {
+                method: Method::POST,
+                path: "/api/v1/auth/login",
+                bearer: None,
+                body: json!({ "username": "owner", "password": 12345678 }),
+            },
+            400,
+            "invalid_request",
+        ),
+        (
+            Request {
+                method: Method::POST,
+                path: "/api/v1/auth/wechat/register",
+                bearer: None,
+                body: json!({ "bind_ticket": ticket, "username": "x", "password": "a long enough password" }),
+            },
+            422,
+            "invalid_username",
+        ),
+        (
+            Request {
+                method: Method::PUT,
+                path: "/api/v1/me/password",
+                bearer: Some(token.as_str()),
+                body: json!({ "current_password": password, "new_password": "short" }),
+            },
+            422,
+            "weak_password",
+        ),
+        (
+            Request {
+                method: Method::PUT,
+                path: "/api/v1/me/password",
+                bearer: Some("not-a-token"),
+                body: json!({ "current_password": password, "new_password": "a new long passphrase" }),
+            },
+            401,
+            "invalid_token",
+        ),
+        (
+            Request {
+                method: Method::POST,
+                path: "/api/v1/me/wechat/unbind",
+                bearer: Some(token.as_str()),
+                body: json!({}),
+            },
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (request, status, code) in refused_first {
+        exhaust_address(&app, &limited).await;
+        let response = request.send_from(&app, &limited).await;
+        assert!(response.headers().get("retry-after").is_none());
+        assert_error(response, status, code).await;
+    }
+
+    // A request that would have its password checked is refused, right password or not.
+    let password_checked = [
+        Request {
+            method: Method::POST,
+            path: "/api/v1/auth/login",
+            bearer: None,
+            body: json!({ "username": "owner", "password": password }),
+        },
+        Request {
+            method: Method::POST,
+            path: "/api/v1/auth/wechat/bind",
+            bearer: None,
+            body: json!({ "bind_ticket": ticket, "username": "owner", "password": password }),
+        },
+        Request {
+            method: Method::PUT,
+            path: "/api/v1/me/password",
+            bearer: Some(token.as_str()),
+            body: json!({ "current_password": "a wrong password", "new_password": "a new long passphrase" }),
+        },
+        Request {
+            method: Method::POST,
+            path: "/api/v1/me/wechat/unbind",
+            bearer: Some(token.as_str()),
+            body: json!({ "password": password }),
+        },
+    ];
+    for request in password_checked {
+        exhaust_address(&app, &limited).await;
+        let response = request.send_from(&app, &limited).await;
+        assert!(
+            response.headers().contains_key("retry-after"),
+            "{}",
+            request.path
+        );
+        assert_error(response, 429, "too_many_attempts").await;
+    }
+
+    // The refused bind did not wear the ticket out, and other addresses are not limited.
+    let response = app.bind(&ticket, "owner", password).await;
+    assert_eq!(response.status(), 200, "the ticket still binds");
+}
+
+#[tokio::test]
+async fn requests_refused_before_their_password_is_checked_do_not_use_up_the_address_allowance() {
+    let app = spawn_app().await;
+    let password = "the owners password";
+    app.create_user("owner", password).await;
+    let token = app.user_token().await;
+    let client = client_from(Ipv4Addr::new(127, 0, 0, 10));
+    // Twice the allowance of each: none of them gets as far as a password.
+    for _ in 0..2 * iotbind::api::attempts::ATTEMPTS_PER_MINUTE {
+        let response = Request {
+            method: Method::POST,
+            path: "/api/v1/auth/wechat/bind",
+            bearer: None,
+            body: json!({ "bind_ticket": "no-such-ticket", "username": "owner", "password": "guess" }),
+        }
+        .send_from(&app, &client)
+        .await;
+        assert_error(response, 401, "invalid_bind_ticket").await;
+        let response = Request {
+            method: Method::PUT,
+            path: "/api/v1/me/password",
+            bearer: Some(&token),
+            body: json!({ "current_password": "guess", "new_password": "12345678" }),
+        }
+        .send_from(&app, &client)
+        .await;
+        assert_error(response, 422, "weak_password").await;
+    }
+    let response = login_from(&app, &client, "owner", password).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "the address has its whole allowance"
+    );
 }
 
 // --- MQTT -----------------------------------------------------------------------------------

@@ -212,6 +212,35 @@ async fn a_device_that_fails_a_command_makes_it_failed() {
 }
 
 #[tokio::test]
+async fn an_error_text_with_a_nul_character_is_recorded_without_it() {
+    // PostgreSQL cannot store a NUL in text; the device's words are kept, minus the NUL.
+    let app = spawn_app().await;
+    let (token, device) = connected_device(&app).await;
+
+    let (response, ()) = tokio::join!(
+        send_command(
+            &app,
+            &token,
+            &device.id,
+            json!({ "name": "calibrate", "wait": true })
+        ),
+        async {
+            let command = device.next_command().await;
+            device
+                .answer(
+                    &json!({ "id": command.id, "status": "failed", "error": "sensor\u{0} stuck" }),
+                )
+                .await;
+        }
+    );
+
+    assert_eq!(response.status(), 200);
+    let command: Value = response.json().await.unwrap();
+    assert_eq!(command["status"], "failed");
+    assert_eq!(command["error"], "sensor stuck");
+}
+
+#[tokio::test]
 async fn a_silent_device_makes_the_command_time_out_and_a_late_answer_changes_nothing() {
     let app = spawn_app().await;
     let (token, device) = connected_device(&app).await;

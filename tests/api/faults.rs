@@ -1,6 +1,6 @@
-//! Faults of the parts iotbind depends on (issue 7, point 3), each shown end to end: WeChat
-//! stalling or answering garbage, the database going away and coming back, the server killed
-//! or stopped under load.
+//! Faults of the parts iotbind depends on, each shown end to end: WeChat stalling or
+//! answering garbage, the database going away and coming back, the server killed or stopped
+//! under load, and an external broker restarted under telemetry load.
 //!
 //! Already covered elsewhere and not repeated here: WeChat errcode -1 twice → 502 and the code
 //! can be tried again (`auth::wechat_failing_twice_is_502_and_the_code_can_be_tried_again`),

@@ -41,6 +41,30 @@ async fn every_operation_has_a_stable_id_a_summary_and_a_tag() {
     }
 }
 
+#[tokio::test]
+async fn every_operation_that_needs_the_database_documents_503_with_retry_after() {
+    let app = spawn_app().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut documented = 0;
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let id = operation["operationId"].as_str().unwrap();
+            // Liveness and metrics answer from the process alone.
+            if matches!(id, "health_live" | "metrics") {
+                continue;
+            }
+            let unavailable = &operation["responses"]["503"];
+            assert!(unavailable.is_object(), "{method} {path} documents 503");
+            assert!(
+                unavailable["headers"]["Retry-After"].is_object(),
+                "{method} {path}: its 503 carries Retry-After"
+            );
+            documented += 1;
+        }
+    }
+    assert_eq!(documented, 22);
+}
+
 /// The schema a `$ref` (or an `allOf` around one) points at, resolved in `spec`.
 fn component<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
     let reference = schema["$ref"]

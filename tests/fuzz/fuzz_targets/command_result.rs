@@ -1,6 +1,7 @@
 //! Fuzzes the command-result parser (`devices/{id}/commands/result`): any bytes a device can
 //! publish. An accepted result must carry a command id, a final status, a `result` that
-//! re-encodes to a JSON object, and an error text cut to 1024 characters.
+//! re-encodes to a JSON object, and an error text cut to 1024 characters without a NUL (which
+//! PostgreSQL cannot store).
 #![no_main]
 
 use iotbind::mqtt::payload::{MAX_RESULT_BYTES, parse_command_result};
@@ -27,5 +28,6 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(error) = &result.error {
         assert!(error.chars().count() <= 1024);
+        assert!(!error.contains('\0'), "NUL kept in {error:?}");
     }
 });
