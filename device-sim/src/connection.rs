@@ -127,7 +127,12 @@ impl Link {
                 QoS::AtLeastOnce,
                 true,
             ));
-        let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+        let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+        // Results and telemetry are small packets; Nagle's algorithm would hold one back for
+        // up to a delayed ACK (40 ms) behind the previous one.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let link = Link {
             id,
             client,

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS,
-    SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing,
+    Packet, QoS, SubscribeFilter, SubscribeReasonCode,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -89,7 +89,12 @@ impl MqttClient {
                 .unwrap_or_default();
             options.set_credentials(username.clone(), password);
         }
-        let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+        let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+        // Commands are small packets that must leave at once: with Nagle's algorithm a command
+        // written while an earlier packet awaits its (delayed) ACK sits for up to 40 ms.
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let handle = MqttClient {
             client,
             connected: Arc::new(AtomicBool::new(false)),

@@ -117,6 +117,9 @@ impl TestDevice {
                 true,
             ));
         let (client, mut event_loop) = AsyncClient::new(options, 64);
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        event_loop.set_network_options(network);
         match timeout(DEADLINE, event_loop.poll()).await {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {}
             Ok(Ok(other)) => panic!("device {id} expected a CONNACK, got {other:?}"),

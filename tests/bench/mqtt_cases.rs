@@ -50,6 +50,10 @@ impl RawCommander {
         options.set_keep_alive(Duration::from_secs(30));
         options.set_inflight(1_000);
         let (client, mut eventloop) = AsyncClient::new(options, 10_000);
+        // The same socket settings as the backend's own client.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let pending: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>> = Arc::default();
         let (subscribed, is_subscribed) = oneshot::channel();
         let task = {
