@@ -61,7 +61,7 @@ pub struct ConfigArgs {
     /// restarts (Mosquitto 2.0 does, plain ones it keeps): with a persistent session
     /// (`IOTBIND_MQTT_CLIENT_ID`) no telemetry is then lost across a broker restart.
     #[arg(long, env = "IOTBIND_MQTT_SHARED_SUBSCRIPTION", global = true)]
-    pub mqtt_shared_subscription: Option<bool>,
+    pub mqtt_shared_subscription: Option<String>,
     /// The mini program's appid.
     #[arg(long, env = "IOTBIND_WECHAT_APPID", global = true)]
     pub wechat_appid: Option<String>,
@@ -289,7 +289,16 @@ impl Settings {
             mqtt_username: non_empty(&args.mqtt_username).map(str::to_owned),
             mqtt_password: non_empty(&args.mqtt_password).map(|p| SecretString::from(p.to_owned())),
             mqtt_share_group: share_group(args.mqtt_share_group.as_deref().unwrap_or("iotbind"))?,
-            mqtt_shared_subscription: args.mqtt_shared_subscription.unwrap_or(true),
+            mqtt_shared_subscription: non_empty(&args.mqtt_shared_subscription)
+                .map(|value| {
+                    boolean(
+                        "IOTBIND_MQTT_SHARED_SUBSCRIPTION",
+                        "mqtt-shared-subscription",
+                        value,
+                    )
+                })
+                .transpose()?
+                .unwrap_or(true),
             mqtt_client_id: non_empty(&args.mqtt_client_id).map(client_id).transpose()?,
             wechat_appid,
             wechat,
@@ -373,6 +382,19 @@ fn invalid(variable: &'static str, flag: &'static str, problem: String) -> Confi
         variable,
         flag,
         problem,
+    }
+}
+
+/// `true` or `false`, so that a typo fails at start with the variable's name.
+fn boolean(variable: &'static str, flag: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(invalid(
+            variable,
+            flag,
+            format!("{other:?} must be true or false"),
+        )),
     }
 }
 
@@ -511,6 +533,37 @@ mod tests {
         assert_eq!(settings.refresh_ttl, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(settings.bind_ticket_ttl, Duration::from_secs(600));
         assert_eq!(settings.refresh_reuse_grace, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_backend_session_settings_default_to_a_clean_session_and_a_shared_subscription() {
+        let settings = Settings::from_args(&args()).unwrap();
+        assert_eq!(settings.mqtt_client_id, None);
+        assert!(settings.mqtt_shared_subscription);
+        let settings = Settings::from_args(&ConfigArgs {
+            mqtt_client_id: Some("iotbind-eu-1".into()),
+            mqtt_shared_subscription: Some("false".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(settings.mqtt_client_id.as_deref(), Some("iotbind-eu-1"));
+        assert!(!settings.mqtt_shared_subscription);
+    }
+
+    #[test]
+    fn a_bad_client_id_or_subscription_switch_names_its_variable() {
+        let err = Settings::from_args(&ConfigArgs {
+            mqtt_client_id: Some("two words".into()),
+            ..args()
+        })
+        .unwrap_err();
+        assert_eq!(err.variable, "IOTBIND_MQTT_CLIENT_ID");
+        let err = Settings::from_args(&ConfigArgs {
+            mqtt_shared_subscription: Some("maybe".into()),
+            ..args()
+        })
+        .unwrap_err();
+        assert_eq!(err.variable, "IOTBIND_MQTT_SHARED_SUBSCRIPTION");
     }
 
     #[test]

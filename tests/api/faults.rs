@@ -698,7 +698,7 @@ async fn an_external_broker_restarted_under_telemetry_load_loses_no_acknowledged
         // Mosquitto 2.0 does not restore shared subscriptions when it restarts (plain ones it
         // does), so telemetry sent between its restart and the backend's reconnect would have
         // no subscriber; one replica takes it through a plain subscription instead.
-        mqtt_shared_subscription: Some(false),
+        mqtt_shared_subscription: Some("false".to_owned()),
         ..ConfigArgs::default()
     };
     let app = spawn_app_with(args).await;
