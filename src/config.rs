@@ -288,7 +288,11 @@ impl Settings {
             mqtt_listen,
             mqtt_username: non_empty(&args.mqtt_username).map(str::to_owned),
             mqtt_password: non_empty(&args.mqtt_password).map(|p| SecretString::from(p.to_owned())),
-            mqtt_share_group: share_group(args.mqtt_share_group.as_deref().unwrap_or("iotbind"))?,
+            mqtt_share_group: mqtt_name(
+                "IOTBIND_MQTT_SHARE_GROUP",
+                "mqtt-share-group",
+                args.mqtt_share_group.as_deref().unwrap_or("iotbind"),
+            )?,
             mqtt_shared_subscription: non_empty(&args.mqtt_shared_subscription)
                 .map(|value| {
                     boolean(
@@ -299,7 +303,9 @@ impl Settings {
                 })
                 .transpose()?
                 .unwrap_or(true),
-            mqtt_client_id: non_empty(&args.mqtt_client_id).map(client_id).transpose()?,
+            mqtt_client_id: non_empty(&args.mqtt_client_id)
+                .map(|id| mqtt_name("IOTBIND_MQTT_CLIENT_ID", "mqtt-client-id", id))
+                .transpose()?,
             wechat_appid,
             wechat,
             wechat_api_base,
@@ -416,8 +422,15 @@ fn socket_addr(
     })
 }
 
-/// A share group is one topic level: no separators or wildcards.
-fn share_group(value: &str) -> Result<String, ConfigError> {
+/// A name the backend gives itself at the broker (share group, client id): 1–64 of
+/// `a-z A-Z 0-9 - _ .`. That is one topic level without separators or wildcards, and a client
+/// id that Mosquitto, EMQX and the embedded broker accept (MQTT 3.1.1 promises only 1–23
+/// alphanumerics; all three take more).
+fn mqtt_name(
+    variable: &'static str,
+    flag: &'static str,
+    value: &str,
+) -> Result<String, ConfigError> {
     let valid = !value.is_empty()
         && value.len() <= 64
         && value
@@ -427,26 +440,8 @@ fn share_group(value: &str) -> Result<String, ConfigError> {
         Ok(value.to_owned())
     } else {
         Err(invalid(
-            "IOTBIND_MQTT_SHARE_GROUP",
-            "mqtt-share-group",
-            format!("{value:?} must be 1–64 of a-z, A-Z, 0-9, `-`, `_`, `.`"),
-        ))
-    }
-}
-
-/// A client id every broker accepts: MQTT 3.1.1 guarantees 1–23 characters of `0-9a-zA-Z`;
-/// Mosquitto, EMQX and the embedded broker take longer ids and `-`, `_`, `.` as well.
-fn client_id(value: &str) -> Result<String, ConfigError> {
-    let valid = value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid {
-        Ok(value.to_owned())
-    } else {
-        Err(invalid(
-            "IOTBIND_MQTT_CLIENT_ID",
-            "mqtt-client-id",
+            variable,
+            flag,
             format!("{value:?} must be 1–64 of a-z, A-Z, 0-9, `-`, `_`, `.`"),
         ))
     }

@@ -126,31 +126,11 @@ async fn answer_of(what: &str, request: reqwest::RequestBuilder) -> (u16, String
     if status < 400 {
         return (status, String::new());
     }
-    let body = assert_error_shape(response).await;
+    let body = crate::helpers::error_body(response).await;
     (
         status,
         body["error"].as_str().unwrap_or_default().to_owned(),
     )
-}
-
-/// Asserts a JSON `{"error", "message"}` body and returns it.
-async fn assert_error_shape(response: reqwest::Response) -> Value {
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        content_type.starts_with("application/json"),
-        "{content_type}"
-    );
-    let body: Value = response.json().await.unwrap();
-    assert!(
-        body["error"].is_string() && body["message"].is_string(),
-        "{body}"
-    );
-    body
 }
 
 #[tokio::test]

@@ -404,6 +404,14 @@ pub async fn assert_error(
         "status of {}",
         response.url()
     );
+    let body = error_body(response).await;
+    assert_eq!(body["error"], code, "error code in {body}");
+    body
+}
+
+/// Checks that `response` carries the error JSON of DESIGN §3 (`{"error", "message"}` and
+/// nothing else, as `application/json`) and returns it, whatever its status.
+pub async fn error_body(response: reqwest::Response) -> serde_json::Value {
     let content_type = response
         .headers()
         .get("content-type")
@@ -415,7 +423,10 @@ pub async fn assert_error(
         "error answered as {content_type:?}"
     );
     let body: serde_json::Value = response.json().await.expect("error body is JSON");
-    assert_eq!(body["error"], code, "error code in {body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "an error code in {body}"
+    );
     assert!(
         body["message"].as_str().is_some_and(|m| !m.is_empty()),
         "a human message in {body}"
