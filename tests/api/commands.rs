@@ -150,30 +150,36 @@ async fn a_command_without_wait_is_202_sent_and_shows_the_answer_later() {
     assert!(!done["completed_at"].is_null());
 }
 
-#[tokio::test]
-async fn a_device_that_rejects_a_command_makes_it_rejected() {
+/// Sends a `wait=true` command named `name` to a newly claimed, connected device, which
+/// answers it with `reply` (its `id` filled in); returns the command the request answered.
+async fn command_answered_with(name: &str, reply: Value) -> Value {
     let app = spawn_app().await;
     let (token, device) = connected_device(&app).await;
-
     let (response, ()) = tokio::join!(
         send_command(
             &app,
             &token,
             &device.id,
-            json!({ "name": "reboot", "wait": true })
+            json!({ "name": name, "wait": true })
         ),
         async {
             let command = device.next_command().await;
-            device
-                .answer(
-                    &json!({ "id": command.id, "status": "rejected", "error": "busy updating" }),
-                )
-                .await;
+            let mut reply = reply;
+            reply["id"] = json!(command.id);
+            device.answer(&reply).await;
         }
     );
-
     assert_eq!(response.status(), 200);
-    let command: Value = response.json().await.unwrap();
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_device_that_rejects_a_command_makes_it_rejected() {
+    let command = command_answered_with(
+        "reboot",
+        json!({ "status": "rejected", "error": "busy updating" }),
+    )
+    .await;
     assert_eq!(command["status"], "rejected");
     assert_eq!(command["error"], "busy updating");
     assert!(!command["completed_at"].is_null());
@@ -181,31 +187,11 @@ async fn a_device_that_rejects_a_command_makes_it_rejected() {
 
 #[tokio::test]
 async fn a_device_that_fails_a_command_makes_it_failed() {
-    let app = spawn_app().await;
-    let (token, device) = connected_device(&app).await;
-
-    let (response, ()) = tokio::join!(
-        send_command(
-            &app,
-            &token,
-            &device.id,
-            json!({ "name": "calibrate", "wait": true })
-        ),
-        async {
-            let command = device.next_command().await;
-            device
-                .answer(&json!({
-                    "id": command.id,
-                    "status": "failed",
-                    "result": { "code": 7 },
-                    "error": "sensor stuck",
-                }))
-                .await;
-        }
-    );
-
-    assert_eq!(response.status(), 200);
-    let command: Value = response.json().await.unwrap();
+    let command = command_answered_with(
+        "calibrate",
+        json!({ "status": "failed", "result": { "code": 7 }, "error": "sensor stuck" }),
+    )
+    .await;
     assert_eq!(command["status"], "failed");
     assert_eq!(command["error"], "sensor stuck");
     assert_eq!(command["result"], json!({ "code": 7 }));
@@ -214,28 +200,11 @@ async fn a_device_that_fails_a_command_makes_it_failed() {
 #[tokio::test]
 async fn an_error_text_with_a_nul_character_is_recorded_without_it() {
     // PostgreSQL cannot store a NUL in text; the device's words are kept, minus the NUL.
-    let app = spawn_app().await;
-    let (token, device) = connected_device(&app).await;
-
-    let (response, ()) = tokio::join!(
-        send_command(
-            &app,
-            &token,
-            &device.id,
-            json!({ "name": "calibrate", "wait": true })
-        ),
-        async {
-            let command = device.next_command().await;
-            device
-                .answer(
-                    &json!({ "id": command.id, "status": "failed", "error": "sensor\u{0} stuck" }),
-                )
-                .await;
-        }
-    );
-
-    assert_eq!(response.status(), 200);
-    let command: Value = response.json().await.unwrap();
+    let command = command_answered_with(
+        "calibrate",
+        json!({ "status": "failed", "error": "sensor\u{0} stuck" }),
+    )
+    .await;
     assert_eq!(command["status"], "failed");
     assert_eq!(command["error"], "sensor stuck");
 }
