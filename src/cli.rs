@@ -129,8 +129,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => {
+            let shutdown = shutdown_signal();
             let app = Application::build(settings).await?;
-            app.run_until_stopped(shutdown_signal()).await
+            app.run_until_stopped(shutdown).await
         }
         Command::Migrate => {
             let connection = db::connect(&settings.database_url).await?;
