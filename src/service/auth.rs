@@ -79,14 +79,6 @@ pub async fn wechat_login(state: &AppState, code: &str) -> Result<WechatLogin, A
         .await?;
     match identity {
         Some(identity) => {
-            let user = user_table::Entity::find_by_id(identity.user_id)
-                .one(&state.db)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("identity {} has no account", identity.id))?;
-            // The session key and the new login family are one commit, not three: on SQLite
-            // every commit queues for the single writer. The update comes first so that the
-            // transaction opens with a write (SQLite cannot upgrade a reading one under load).
-            let txn = state.db.begin().await?;
             // The newest session_key is the one the mini program's encrypted data uses.
             let mut update = wechat_identities::Entity::update_many()
                 .col_expr(
@@ -102,10 +94,13 @@ pub async fn wechat_login(state: &AppState, code: &str) -> Result<WechatLogin, A
             }
             update
                 .filter(wechat_identities::Column::Id.eq(identity.id))
-                .exec(&txn)
+                .exec(&state.db)
                 .await?;
-            let tokens = state.tokens.start_family(&txn, &user).await?;
-            txn.commit().await?;
+            let user = user_table::Entity::find_by_id(identity.user_id)
+                .one(&state.db)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("identity {} has no account", identity.id))?;
+            let tokens = state.tokens.start_family(&state.db, &user).await?;
             Ok(WechatLogin::Authenticated(Box::new(Session {
                 user,
                 wechat_bound: true,
