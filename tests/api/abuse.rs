@@ -88,14 +88,7 @@ async fn confusable_and_nul_usernames_are_422_and_never_reach_another_account() 
     }
     // Kelvin's account kept its one WeChat identity, and the real names still work.
     let token = kelvin["access_token"].as_str().unwrap();
-    let me: Value = app
-        .authed(Method::GET, "/api/v1/me", token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = app.me(token).await;
     assert_eq!(me["username"], "kelvin");
     assert_eq!(me["wechat_bound"], true);
     assert_eq!(app.login("kelvin", password).await.status(), 200);

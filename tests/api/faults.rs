@@ -297,36 +297,42 @@ async fn first_visit(
     username: &str,
     bind_to: Option<&str>,
 ) -> Option<()> {
-    let minted: serde_json::Value = client
-        .post(format!("{base}/dev/wechat/codes"))
-        .json(&json!({}))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    let login: serde_json::Value = client
-        .post(format!("{base}/api/v1/auth/wechat/login"))
-        .json(&json!({ "code": minted["code"] }))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let minted = post_json(client, &format!("{base}/dev/wechat/codes"), json!({})).await?;
+    let login = post_json(
+        client,
+        &format!("{base}/api/v1/auth/wechat/login"),
+        json!({ "code": minted["code"] }),
+    )
+    .await?;
     let ticket = login["bind_ticket"].as_str()?;
     let (path, name, password) = match bind_to {
         Some(target) => ("bind", target, "a bind target password"),
         None => ("register", username, "a long enough password"),
     };
+    post_json(
+        client,
+        &format!("{base}/api/v1/auth/wechat/{path}"),
+        json!({ "bind_ticket": ticket, "username": name, "password": password }),
+    )
+    .await?;
+    Some(())
+}
+
+/// POSTs `body` to `url` and reads the JSON answer; `None` when the server is gone.
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+) -> Option<serde_json::Value> {
     client
-        .post(format!("{base}/api/v1/auth/wechat/{path}"))
-        .json(&json!({ "bind_ticket": ticket, "username": name, "password": password }))
+        .post(url)
+        .json(&body)
         .send()
         .await
-        .ok()?;
-    Some(())
+        .ok()?
+        .json()
+        .await
+        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

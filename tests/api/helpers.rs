@@ -180,6 +180,17 @@ impl TestApp {
             .bearer_auth(token)
     }
 
+    /// `GET /api/v1/me` with `token`, which must succeed: the account as the user sees it.
+    pub async fn me(&self, token: &str) -> serde_json::Value {
+        let response = self
+            .authed(reqwest::Method::GET, "/api/v1/me", token)
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), 200, "GET /me");
+        response.json().await.expect("the account as JSON")
+    }
+
     /// Sends `body` as JSON with a bearer token.
     pub async fn authed_json(
         &self,

@@ -68,14 +68,7 @@ async fn patch_me_refuses_bad_values_and_changes_nothing() {
     ] {
         assert_error(patch_me(&app, &token, body).await, 422, code).await;
     }
-    let me: Value = app
-        .authed(Method::GET, "/api/v1/me", &token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = app.me(&token).await;
     assert_eq!(me["nickname"], "bob");
     assert_error(
         patch_me(&app, &token, json!({"nickname": 5})).await,
@@ -175,14 +168,7 @@ async fn unbind_needs_the_password_and_frees_the_openid() {
     .await;
     assert_eq!(unbind(&app, &token, PASSWORD).await.status(), 204);
     assert_error(unbind(&app, &token, PASSWORD).await, 404, "not_bound").await;
-    let me: Value = app
-        .authed(Method::GET, "/api/v1/me", &token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = app.me(&token).await;
     assert_eq!(me["wechat_bound"], false);
     let (code, _) = app.mint_code(Some(&openid)).await;
     let login: Value = app.wechat_login(&code).await.json().await.unwrap();
