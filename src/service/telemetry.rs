@@ -73,9 +73,9 @@ pub enum EventKind {
 #[derive(Clone)]
 pub struct TelemetryQueue {
     sender: mpsc::Sender<DeviceEvent>,
-    /// When the last "queue full" warning was logged (ms since the writer started), so that
-    /// a backlog of thousands of messages a second is one line a second, not thousands.
-    last_full_warning: Arc<AtomicU64>,
+    /// When the next "queue full" warning may be logged (ms since the writer started), so
+    /// that a backlog of thousands of messages a second is one line a second, not thousands.
+    next_full_warning: Arc<AtomicU64>,
     started: Instant,
 }
 
@@ -86,12 +86,17 @@ impl TelemetryQueue {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(event)) => {
                 metrics::counter!(crate::metrics::TELEMETRY_QUEUE_FULL).increment(1);
-                let now = self.started.elapsed().as_millis() as u64 + FULL_WARNING_EVERY_MS;
-                let last = self.last_full_warning.load(Ordering::Relaxed);
-                if now >= last + FULL_WARNING_EVERY_MS
+                let now = self.started.elapsed().as_millis() as u64;
+                let due = self.next_full_warning.load(Ordering::Relaxed);
+                if now >= due
                     && self
-                        .last_full_warning
-                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .next_full_warning
+                        .compare_exchange(
+                            due,
+                            now + FULL_WARNING_EVERY_MS,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        )
                         .is_ok()
                 {
                     tracing::warn!(
@@ -117,7 +122,7 @@ pub fn start_writer(db: DatabaseConnection) -> (TelemetryQueue, tokio::task::Joi
     let task = tokio::spawn(write_batches(db, receiver));
     let queue = TelemetryQueue {
         sender,
-        last_full_warning: Arc::new(AtomicU64::new(0)),
+        next_full_warning: Arc::new(AtomicU64::new(0)),
         started: Instant::now(),
     };
     (queue, task)
