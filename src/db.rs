@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx;
+use sea_orm::sqlx::sqlite::{SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 
 /// How long a SQLite writer waits for the lock before giving up: long enough to ride out a
@@ -33,20 +34,60 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         .acquire_timeout(Duration::from_secs(5))
         .sqlx_logging(false);
     if url.starts_with("sqlite:") {
-        options.max_connections(8).map_sqlx_sqlite_opts(|opts| {
-            opts.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                .foreign_keys(true)
-                .pragma("cache_size", SQLITE_CACHE_SIZE)
-                .pragma("wal_autocheckpoint", SQLITE_WAL_AUTOCHECKPOINT)
-        });
+        options
+            .max_connections(8)
+            // An in-process file cannot be dropped by a server or a firewall: pinging it before
+            // every query would only add a round trip to the connection's worker thread.
+            .test_before_acquire(false)
+            .map_sqlx_sqlite_pool_opts(|pool| {
+                pool.after_connect(|conn, _| Box::pin(stable_query_plans(conn)))
+            })
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true)
+                    .pragma("cache_size", SQLITE_CACHE_SIZE)
+                    .pragma("wal_autocheckpoint", SQLITE_WAL_AUTOCHECKPOINT)
+            });
     } else {
         options.max_connections(32);
     }
     Database::connect(options)
         .await
         .with_context(|| format!("cannot open the database at {}", redact_url(url)))
+}
+
+/// Turns on SQLite's query planner stability guarantee (QPSG) for a new connection.
+///
+/// Without it SQLite reads the value bound to a `LIMIT ?` while it compiles a statement, and
+/// marks the statement stale whenever that parameter is bound again. sea-orm's `one()` binds
+/// `LIMIT 1`, and sqlx binds every parameter on every execution, so each cached statement was
+/// parsed and planned afresh every time it ran: most of the database time of `GET /me`. With
+/// the guarantee on, a plan never depends on bound values, which is also what lets the
+/// statement cache work. Nothing here relies on value-dependent plans (there is no `ANALYZE`
+/// data for them to use). There is no pragma for this setting, hence the C call.
+async fn stable_query_plans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    let mut enabled: std::ffi::c_int = 0;
+    // SAFETY: `db` is the open connection that `handle` keeps locked for this thread until it
+    // is dropped at the end of this function; the option takes an int and an int pointer,
+    // both valid for the call.
+    let code = unsafe {
+        libsqlite3_sys::sqlite3_db_config(
+            db,
+            libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
+            1 as std::ffi::c_int,
+            &mut enabled as *mut std::ffi::c_int,
+        )
+    };
+    if code != libsqlite3_sys::SQLITE_OK || enabled != 1 {
+        return Err(sqlx::Error::Configuration(
+            format!("SQLite refused the query planner stability guarantee (code {code})").into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Applies every migration not yet applied.
