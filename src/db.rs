@@ -153,7 +153,37 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{connect, redact_url};
+
+    /// Reads the QPSG setting of one pooled connection (a negative value leaves it unchanged).
+    async fn qpsg_of_a_pooled_connection(db: &sea_orm::DatabaseConnection) -> std::ffi::c_int {
+        let mut conn = db
+            .get_sqlite_connection_pool()
+            .acquire()
+            .await
+            .expect("a pooled connection");
+        let mut handle = conn.lock_handle().await.expect("the connection's handle");
+        let mut enabled: std::ffi::c_int = -1;
+        // SAFETY: the handle is locked for this thread; the out pointer is valid for the call.
+        let code = unsafe {
+            libsqlite3_sys::sqlite3_db_config(
+                handle.as_raw_handle().as_ptr(),
+                libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
+                -1 as std::ffi::c_int,
+                &mut enabled as *mut std::ffi::c_int,
+            )
+        };
+        assert_eq!(code, libsqlite3_sys::SQLITE_OK);
+        enabled
+    }
+
+    #[tokio::test]
+    async fn every_sqlite_connection_keeps_its_query_plans_whatever_the_bound_values() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("qpsg.db").display());
+        let db = connect(&url).await.expect("the database opens");
+        assert_eq!(qpsg_of_a_pooled_connection(&db).await, 1);
+    }
 
     #[test]
     fn a_password_in_the_url_is_hidden() {
