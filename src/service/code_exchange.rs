@@ -6,52 +6,51 @@
 //! requests for one code wait for the single call in flight. Failures are not remembered: after
 //! a timeout or a rate limit the same code may be tried again.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use moka::future::Cache;
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
 
 use crate::wechat::client::{WechatClient, WechatError, WechatSession};
 
 /// How long a code's answer is remembered.
 pub const REMEMBER_FOR: Duration = Duration::from_secs(60);
 
-type Slot = Arc<OnceCell<WechatSession>>;
+/// How many answers are remembered at most: 60 s of logins at over 3,000 a second. Past it,
+/// the least used are forgotten first; a repeat of a forgotten code gets WeChat's `code_used`,
+/// as it would without this cache.
+const MAX_REMEMBERED: u64 = 200_000;
 
 /// Single-flight, remembering front of the WeChat client.
+///
+/// moka expires entries on its own, so a login costs the same however many answers are
+/// remembered; the map this replaces was swept on every call, which made each login scan
+/// every code of the last minute.
 pub struct CodeExchange {
     client: WechatClient,
-    slots: Mutex<HashMap<[u8; 32], (Instant, Slot)>>,
+    answers: Cache<[u8; 32], WechatSession>,
 }
 
 impl CodeExchange {
     pub fn new(client: WechatClient) -> Self {
         CodeExchange {
             client,
-            slots: Mutex::new(HashMap::new()),
+            answers: Cache::builder()
+                .max_capacity(MAX_REMEMBERED)
+                .time_to_live(REMEMBER_FOR)
+                .build(),
         }
     }
 
     /// WeChat's session for `code`: remembered, joined in flight, or asked for now.
+    ///
+    /// Requests that join a call in flight share its outcome, failure included; a failure is
+    /// not kept, so the next request for the code asks WeChat again.
     pub async fn exchange(&self, code: &str) -> Result<WechatSession, WechatError> {
         let key: [u8; 32] = Sha256::digest(code.as_bytes()).into();
-        let slot = {
-            let mut slots = self
-                .slots
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let now = Instant::now();
-            slots.retain(|_, (created, _)| now.duration_since(*created) < REMEMBER_FOR);
-            slots
-                .entry(key)
-                .or_insert_with(|| (now, Arc::new(OnceCell::new())))
-                .1
-                .clone()
-        };
-        slot.get_or_try_init(|| self.client.code_to_session(code))
+        self.answers
+            .try_get_with(key, self.client.code_to_session(code))
             .await
-            .cloned()
+            .map_err(|shared| WechatError::clone(&shared))
     }
 }

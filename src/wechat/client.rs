@@ -48,7 +48,7 @@ pub struct WechatSession {
 }
 
 /// Why a code did not give a session. The messages never contain the app secret.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WechatError {
     /// 40029: the code is unknown or expired.
     #[error("WeChat says the code is invalid or expired (40029)")]
