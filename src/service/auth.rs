@@ -71,31 +71,28 @@ pub enum WechatLogin {
 /// `POST /auth/wechat/login`.
 pub async fn wechat_login(state: &AppState, code: &str) -> Result<WechatLogin, AuthError> {
     let session = state.code_exchange.exchange(code).await?;
-    let appid = &state.settings.wechat_appid;
-    let identity = wechat_identities::Entity::find()
-        .filter(wechat_identities::Column::Appid.eq(appid.as_str()))
+    // A known openid gets its newest session_key (the one the mini program's encrypted data
+    // uses) in the same statement that finds it.
+    let mut remember_session = wechat_identities::Entity::update_many()
+        .col_expr(
+            wechat_identities::Column::SessionKey,
+            Expr::value(session.session_key.expose_secret().to_owned()),
+        )
+        .col_expr(wechat_identities::Column::UpdatedAt, Expr::value(now_ms()));
+    if let Some(unionid) = &session.unionid {
+        remember_session = remember_session.col_expr(
+            wechat_identities::Column::Unionid,
+            Expr::value(unionid.clone()),
+        );
+    }
+    let identity = remember_session
+        .filter(wechat_identities::Column::Appid.eq(state.settings.wechat_appid.as_str()))
         .filter(wechat_identities::Column::Openid.eq(session.openid.as_str()))
-        .one(&state.db)
-        .await?;
+        .exec_with_returning(&state.db)
+        .await?
+        .pop();
     match identity {
         Some(identity) => {
-            // The newest session_key is the one the mini program's encrypted data uses.
-            let mut update = wechat_identities::Entity::update_many()
-                .col_expr(
-                    wechat_identities::Column::SessionKey,
-                    Expr::value(session.session_key.expose_secret().to_owned()),
-                )
-                .col_expr(wechat_identities::Column::UpdatedAt, Expr::value(now_ms()));
-            if let Some(unionid) = &session.unionid {
-                update = update.col_expr(
-                    wechat_identities::Column::Unionid,
-                    Expr::value(unionid.clone()),
-                );
-            }
-            update
-                .filter(wechat_identities::Column::Id.eq(identity.id))
-                .exec(&state.db)
-                .await?;
             let user = user_table::Entity::find_by_id(identity.user_id)
                 .one(&state.db)
                 .await?
