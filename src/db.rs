@@ -1,12 +1,15 @@
 //! Opening the database (SQLite or PostgreSQL, chosen by the URL) and bringing its schema up
 //! to date.
 
+use std::ffi::c_int;
 use std::time::Duration;
 
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx;
-use sea_orm::sqlx::sqlite::{SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::sqlite::{
+    LockedSqliteHandle, SqliteConnection, SqliteJournalMode, SqliteSynchronous,
+};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 
 /// How long a SQLite writer waits for the lock before giving up: long enough to ride out a
@@ -69,25 +72,36 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
 /// data for them to use). There is no pragma for this setting, hence the C call.
 async fn stable_query_plans(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     let mut handle = conn.lock_handle().await?;
-    let db = handle.as_raw_handle().as_ptr();
-    let mut enabled: std::ffi::c_int = 0;
-    // SAFETY: `db` is the open connection that `handle` keeps locked for this thread until it
-    // is dropped at the end of this function; the option takes an int and an int pointer,
-    // both valid for the call.
+    match query_planner_stability(&mut handle, 1) {
+        Ok(1) => Ok(()),
+        outcome => Err(sqlx::Error::Configuration(
+            format!("SQLite refused the query planner stability guarantee ({outcome:?})").into(),
+        )),
+    }
+}
+
+/// Sets QPSG on (1), off (0), or leaves it (-1); answers the setting now in force, or SQLite's
+/// error code.
+fn query_planner_stability(
+    handle: &mut LockedSqliteHandle<'_>,
+    value: c_int,
+) -> Result<c_int, c_int> {
+    let mut in_force: c_int = -1;
+    // SAFETY: the locked handle keeps the connection open and ours for the call; the option
+    // takes an int and a pointer to an int, both valid for the call.
     let code = unsafe {
         libsqlite3_sys::sqlite3_db_config(
-            db,
+            handle.as_raw_handle().as_ptr(),
             libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
-            1 as std::ffi::c_int,
-            &mut enabled as *mut std::ffi::c_int,
+            value,
+            &mut in_force as *mut c_int,
         )
     };
-    if code != libsqlite3_sys::SQLITE_OK || enabled != 1 {
-        return Err(sqlx::Error::Configuration(
-            format!("SQLite refused the query planner stability guarantee (code {code})").into(),
-        ));
+    if code == libsqlite3_sys::SQLITE_OK {
+        Ok(in_force)
+    } else {
+        Err(code)
     }
-    Ok(())
 }
 
 /// Applies every migration not yet applied.
@@ -153,36 +167,20 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{connect, redact_url};
-
-    /// Reads the QPSG setting of one pooled connection (a negative value leaves it unchanged).
-    async fn qpsg_of_a_pooled_connection(db: &sea_orm::DatabaseConnection) -> std::ffi::c_int {
-        let mut conn = db
-            .get_sqlite_connection_pool()
-            .acquire()
-            .await
-            .expect("a pooled connection");
-        let mut handle = conn.lock_handle().await.expect("the connection's handle");
-        let mut enabled: std::ffi::c_int = -1;
-        // SAFETY: the handle is locked for this thread; the out pointer is valid for the call.
-        let code = unsafe {
-            libsqlite3_sys::sqlite3_db_config(
-                handle.as_raw_handle().as_ptr(),
-                libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
-                -1 as std::ffi::c_int,
-                &mut enabled as *mut std::ffi::c_int,
-            )
-        };
-        assert_eq!(code, libsqlite3_sys::SQLITE_OK);
-        enabled
-    }
+    use super::{connect, query_planner_stability, redact_url};
 
     #[tokio::test]
     async fn every_sqlite_connection_keeps_its_query_plans_whatever_the_bound_values() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("qpsg.db").display());
         let db = connect(&url).await.expect("the database opens");
-        assert_eq!(qpsg_of_a_pooled_connection(&db).await, 1);
+        let mut conn = db
+            .get_sqlite_connection_pool()
+            .acquire()
+            .await
+            .expect("a pooled connection");
+        let mut handle = conn.lock_handle().await.expect("the connection's handle");
+        assert_eq!(query_planner_stability(&mut handle, -1), Ok(1));
     }
 
     #[test]

@@ -24,8 +24,7 @@ const MAX_REMEMBERED: u64 = 200_000;
 /// Single-flight, remembering front of the WeChat client.
 ///
 /// moka expires entries on its own, so a login costs the same however many answers are
-/// remembered; the map this replaces was swept on every call, which made each login scan
-/// every code of the last minute.
+/// remembered; a map swept on every call would scan every code of the last minute per login.
 pub struct CodeExchange {
     client: WechatClient,
     answers: Cache<[u8; 32], WechatSession>,
