@@ -1,6 +1,8 @@
 //! Opening the database (SQLite or PostgreSQL, chosen by the URL) and bringing its schema up
 //! to date.
 
+pub mod inline;
+
 use std::ffi::c_int;
 use std::time::Duration;
 

@@ -14,7 +14,8 @@
 //! - [`service`]: the rules (WeChat login, bind and register, tokens, lockout, the account,
 //!   health), each module with its error enum.
 //! - [`entity`]: the sea-orm tables; the schema itself lives in the `migration` crate.
-//! - [`db`]: connecting to SQLite or PostgreSQL and migrating.
+//! - [`db`]: connecting to SQLite or PostgreSQL and migrating; [`db::inline`] reads the SQLite
+//!   file on the request's own thread where sqlx's thread hand-off would cost more than the read.
 //! - [`wechat`]: the WeChat adapter: code exchange, user info decryption, and the fake WeChat
 //!   API that development mode serves under `/dev/wechat`.
 //! - [`metrics`]: the Prometheus recorder and metric names.

@@ -136,6 +136,7 @@ impl Application {
 
         let state = AppState {
             db,
+            inline_reads: db::inline::InlineReader::for_url(&settings.database_url)?.map(Arc::new),
             settings: Arc::new(settings),
             credentials: Credentials::new(PasswordHasher::for_this_machine()),
             tokens: Arc::new(token_service),

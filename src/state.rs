@@ -8,6 +8,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::api::attempts::PasswordAttempts;
 use crate::config::Settings;
+use crate::db::inline::InlineReader;
 use crate::mqtt::client::MqttClient;
 use crate::service::code_exchange::CodeExchange;
 use crate::service::commands::CommandRelay;
@@ -18,6 +19,8 @@ use crate::service::tokens::TokenService;
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
+    /// Reads on the request's own thread, beside `db`; only for a SQLite file.
+    pub inline_reads: Option<Arc<InlineReader>>,
     pub settings: Arc<Settings>,
     /// Password checks with lockout; owns the hasher.
     pub credentials: Credentials,

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::credentials::{AttemptGate, CredentialError};
 use super::tokens::{self, TokenError, now_ms};
 use super::users::{self, AvatarUrl, Nickname, Password, UserError, Username};
+use crate::db::inline::InlineReadError;
 use crate::entity::{users as user_table, wechat_identities};
 use crate::state::AppState;
 use crate::wechat::crypto::{DecryptError, decrypt_user_info};
@@ -48,6 +49,7 @@ impl From<TokenError> for MeError {
 }
 
 /// An account as its owner sees it.
+#[derive(Debug, PartialEq)]
 pub struct Profile {
     pub user: user_table::Model,
     pub wechat_bound: bool,
@@ -76,8 +78,17 @@ struct AccountRow {
 }
 
 /// `GET /me`: one indexed read. It is the most frequent request of a signed-in mini program,
-/// so the link is an `EXISTS` in the same statement rather than a second round trip.
+/// so the link is an `EXISTS` in the same statement rather than a second round trip, and on
+/// SQLite the read runs on the request's own thread (see [`crate::db::inline`]).
 pub async fn profile(state: &AppState, user_id: Uuid) -> Result<Profile, MeError> {
+    if let Some(reader) = &state.inline_reads {
+        let appid = state.settings.wechat_appid.as_str();
+        match reader.read(|conn| read_profile_inline(conn, user_id, appid)) {
+            Ok(profile) => return profile.ok_or(MeError::AccountGone),
+            Err(InlineReadError::Busy) => {}
+            Err(InlineReadError::Failed(err)) => return Err(MeError::Internal(err)),
+        }
+    }
     let identity = Query::select()
         .expr(Expr::val(1))
         .from(wechat_identities::Entity)
@@ -100,6 +111,56 @@ pub async fn profile(state: &AppState, user_id: Uuid) -> Result<Profile, MeError
         user: row.user,
         wechat_bound: row.wechat_bound,
     })
+}
+
+/// The statement of [`profile`] for the inline reader. Each column is named, and
+/// [`read_profile_inline`] builds the whole `Model` from them, so a column added to the entity
+/// fails to compile here rather than going missing.
+const PROFILE_SQL: &str = "SELECT id, username, password_hash, nickname, avatar_url, role, \
+     created_at, updated_at, failed_logins, failed_window_start, locked_until, \
+     EXISTS (SELECT 1 FROM wechat_identities \
+             WHERE wechat_identities.user_id = users.id AND wechat_identities.appid = ?2) \
+     FROM users WHERE id = ?1";
+
+/// Reads a profile with values stored the way sqlx stores them in SQLite: UUIDs as 16-byte
+/// blobs, times as RFC 3339 text.
+fn read_profile_inline(
+    conn: &rusqlite::Connection,
+    user_id: Uuid,
+    appid: &str,
+) -> rusqlite::Result<Option<Profile>> {
+    use rusqlite::OptionalExtension;
+    use sea_orm::ActiveEnum;
+
+    let mut statement = conn.prepare_cached(PROFILE_SQL)?;
+    statement
+        .query_row(rusqlite::params![user_id, appid], |row| {
+            let role: String = row.get(5)?;
+            let role = user_table::Role::try_from_value(&role).map_err(|err| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    5,
+                    rusqlite::types::Type::Text,
+                    err.to_string().into(),
+                )
+            })?;
+            Ok(Profile {
+                user: user_table::Model {
+                    id: row.get(0)?,
+                    username: row.get(1)?,
+                    password_hash: row.get(2)?,
+                    nickname: row.get(3)?,
+                    avatar_url: row.get(4)?,
+                    role,
+                    created_at: row.get(6)?,
+                    updated_at: row.get(7)?,
+                    failed_logins: row.get(8)?,
+                    failed_window_start: row.get(9)?,
+                    locked_until: row.get(10)?,
+                },
+                wechat_bound: row.get(11)?,
+            })
+        })
+        .optional()
 }
 
 /// `PATCH /me`: every field is checked before anything is written.

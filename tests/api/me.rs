@@ -3,6 +3,8 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use iotbind::service::me;
+
 use crate::helpers::{TestApp, assert_error, spawn_app};
 
 const PASSWORD: &str = "correct horse battery";
@@ -258,4 +260,41 @@ async fn an_account_without_wechat_has_no_profile_to_update() {
         "not_bound",
     )
     .await;
+}
+
+#[tokio::test]
+async fn the_profile_read_on_the_request_thread_matches_the_pooled_read() {
+    let app = spawn_app().await;
+    let (session, _) = app.wechat_user("ivy", PASSWORD).await;
+    let bound_id: uuid::Uuid = session["user"]["id"].as_str().unwrap().parse().unwrap();
+    patch_me(
+        &app,
+        &token(&session),
+        json!({"avatar_url": "https://thirdwx.qlogo.cn/mmopen/ivy/132"}),
+    )
+    .await;
+    app.create_user("jay", PASSWORD).await;
+    let session: Value = app.login("jay", PASSWORD).await.json().await.unwrap();
+    let unbound_id: uuid::Uuid = session["user"]["id"].as_str().unwrap().parse().unwrap();
+
+    let mut pooled = app.state.clone();
+    let inline_reads = pooled.inline_reads.take();
+    if !app.database_url.starts_with("sqlite:") {
+        assert!(inline_reads.is_none(), "PostgreSQL has no inline reader");
+        return;
+    }
+    assert!(
+        inline_reads.is_some(),
+        "a SQLite file gets an inline reader"
+    );
+    for (id, bound) in [(bound_id, true), (unbound_id, false)] {
+        let inline = me::profile(&app.state, id).await.unwrap();
+        assert_eq!(inline.wechat_bound, bound);
+        assert_eq!(inline, me::profile(&pooled, id).await.unwrap());
+    }
+    let unknown = uuid::Uuid::new_v4();
+    assert!(matches!(
+        me::profile(&app.state, unknown).await,
+        Err(me::MeError::AccountGone)
+    ));
 }
