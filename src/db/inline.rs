@@ -122,19 +122,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_reader_sees_what_another_connection_committed_and_cannot_write() {
+    /// A SQLite file set up by `setup` on a writing connection, and a reader for it.
+    fn file_with(setup: &str) -> (tempfile::TempDir, rusqlite::Connection, InlineReader) {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("inline.db");
         let writer = rusqlite::Connection::open(&path).expect("the file opens");
-        writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (7);",
-            )
-            .expect("the table is written");
+        writer.execute_batch(setup).expect("the file is set up");
         let reader = InlineReader::for_url(&format!("sqlite://{}?mode=rwc", path.display()))
             .expect("parses")
             .expect("a file URL gets a reader");
+        (dir, writer, reader)
+    }
+
+    #[test]
+    fn a_reader_sees_what_another_connection_committed_and_cannot_write() {
+        let (_dir, writer, reader) = file_with(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (7);",
+        );
 
         let read = |reader: &InlineReader| {
             reader
@@ -152,19 +156,12 @@ mod tests {
 
     #[test]
     fn a_reader_never_waits_for_a_lock_and_says_busy_instead() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("busy.db");
-        let writer = rusqlite::Connection::open(&path).expect("the file opens");
-        writer
-            .execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1);")
-            .expect("the table is written");
+        let (_dir, writer, reader) =
+            file_with("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1);");
         // A rollback-journal file under an exclusive lock: readers must wait for the writer.
         writer
             .execute_batch("PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE;")
             .expect("the lock is taken");
-        let reader = InlineReader::for_url(&format!("sqlite://{}", path.display()))
-            .expect("parses")
-            .expect("a file URL gets a reader");
 
         let answer =
             reader.read(|conn| conn.query_row("SELECT v FROM t", [], |row| row.get::<_, i64>(0)));
