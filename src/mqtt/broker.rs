@@ -2,7 +2,8 @@
 //!
 //! Its hooks make it iotbind's broker rather than an open one: a device logs in with client
 //! id = username = its device id and its MQTT password, checked against the stored hash; it
-//! may then publish only to its own upstream topics and subscribe only to its own commands.
+//! may then publish only to its own upstream topics (its last will included) and subscribe
+//! only to its own commands.
 //! The backend's own client logs in with a credential of its own and has full access.
 
 use std::net::SocketAddr;
@@ -20,9 +21,9 @@ use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 use rmqtt::subscribe::SharedSubscription;
 use rmqtt::types::{
-    AuthResult, ClientId, ConnectInfo, Disconnect, FitterType, Id, IsOnline, ListenerConfig,
-    NodeId, PublishAclResult, Reason, SharedGroup, SubscribeAclResult, SubscriptionIdentifier,
-    SubscriptionOptions, TopicName,
+    AuthResult, ClientId, ConnectInfo, Disconnect, FitterType, Id, IsOnline, LastWill,
+    ListenerConfig, NodeId, PublishAclResult, Reason, SharedGroup, SubscribeAclResult,
+    SubscriptionIdentifier, SubscriptionOptions, TopicName,
 };
 use sea_orm::DatabaseConnection;
 use secrecy::{ExposeSecret, SecretString};
@@ -202,6 +203,7 @@ impl DeviceAccess {
         client_id: &str,
         username: Option<&str>,
         password: Option<&[u8]>,
+        will_topic: Option<&str>,
     ) -> AuthResult {
         let (Some(username), Some(password)) = (username, password) else {
             return AuthResult::BadUsernameOrPassword;
@@ -231,7 +233,18 @@ impl DeviceAccess {
         match stored {
             // Comparing digests: timing reveals nothing usable about the password itself.
             Ok(Some(hash)) if hash == devices::hash_secret(password) => {
-                AuthResult::Allow(false, None)
+                // rmqtt publishes a last will without the publish check, so it is checked
+                // here, once: a will on another device's topic would let this device vanish
+                // and speak for that one.
+                match will_topic {
+                    Some(topic) if !topics::device_may_publish(device_id, topic) => {
+                        metrics::counter!(crate::metrics::MQTT_FORBIDDEN, "action" => "publish")
+                            .increment(1);
+                        tracing::debug!(%device_id, %topic, "connection with a forbidden last will refused");
+                        AuthResult::NotAuthorized
+                    }
+                    _ => AuthResult::Allow(false, None),
+                }
             }
             Ok(_) => AuthResult::BadUsernameOrPassword,
             Err(err) => {
@@ -258,12 +271,18 @@ impl Handler for AccessHook {
         match param {
             Parameter::ClientAuthenticate(connect) => {
                 let password = connect.password().map(|p| p.as_ref());
+                let will = connect.last_will();
+                let will_topic = will.as_ref().map(|will| match will {
+                    LastWill::V3(will) => &*will.topic,
+                    LastWill::V5(will) => &*will.topic,
+                });
                 let result = self
                     .0
                     .authenticate(
                         connect.client_id(),
                         connect.username().map(|u| &**u),
                         password,
+                        will_topic,
                     )
                     .await;
                 (false, Some(HookResult::AuthResult(result)))

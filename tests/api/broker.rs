@@ -5,7 +5,7 @@ use rumqttc::{ConnectReturnCode, ConnectionError, QoS, SubscribeReasonCode};
 use serde_json::{Value, json};
 
 use crate::commands::{round_trip, send_command};
-use crate::device_client::{TestDevice, eventually, topic, try_connect_raw};
+use crate::device_client::{TestDevice, eventually, topic, try_connect_raw, try_connect_with_will};
 use crate::devices::{get_device, owner_with_devices};
 use crate::helpers::{TestApp, spawn_app_with_embedded_broker};
 use crate::telemetry::{history, metric};
@@ -84,6 +84,61 @@ async fn a_client_id_other_than_the_username_is_refused() {
             &format!("client id {client_id} with A's credentials"),
         );
     }
+}
+
+#[tokio::test]
+async fn a_device_cannot_leave_its_last_will_on_another_devices_topics() {
+    let app = spawn_app_with_embedded_broker().await;
+    let (token, devices) = owner_with_devices(&app, 2).await;
+    let (a, b) = (&devices[0], &devices[1]);
+    let before = metric(
+        &app,
+        "iotbind_mqtt_forbidden_total",
+        &[("action", "publish")],
+    )
+    .await;
+
+    // The broker publishes a will with nobody's check after the fact: were it accepted, A
+    // could vanish and speak for B.
+    let forged = [
+        ("status", "online".to_owned()),
+        (
+            "telemetry",
+            json!({ "values": { "forged": 1 } }).to_string(),
+        ),
+        (
+            "commands/result",
+            json!({ "id": uuid::Uuid::new_v4(), "status": "succeeded" }).to_string(),
+        ),
+        ("commands", json!({ "name": "unlock" }).to_string()),
+    ];
+    for (kind, payload) in &forged {
+        let outcome = try_connect_with_will(
+            &app.mqtt_host,
+            app.mqtt_port,
+            a,
+            &topic(&b.device_id, kind),
+            payload,
+        )
+        .await;
+        assert_refused(outcome, &format!("a last will on B's {kind} topic"));
+    }
+    let own = try_connect_with_will(
+        &app.mqtt_host,
+        app.mqtt_port,
+        a,
+        &topic(&a.device_id, "status"),
+        "offline",
+    )
+    .await;
+    assert!(
+        own.is_ok(),
+        "a last will on A's own status connects: {own:?}"
+    );
+
+    wait_for_forbidden(&app, "publish", before, forged.len() as f64).await;
+    let b = get_device(&app, &token, &b.device_id).await;
+    assert_eq!(b["online"], false, "B: {b}");
 }
 
 #[tokio::test]

@@ -411,6 +411,28 @@ pub async fn try_connect_raw(
         .set_credentials(username, password)
         .set_keep_alive(KEEP_ALIVE)
         .set_clean_session(true);
+    try_connect(options).await
+}
+
+/// Connects as `device` with a last will of `payload` on `will_topic` and leaves politely
+/// (so the broker never publishes the will): the CONNACK is the answer.
+pub async fn try_connect_with_will(
+    host: &str,
+    port: u16,
+    device: &ProvisionedDevice,
+    will_topic: &str,
+    payload: &str,
+) -> Result<(), ConnectionError> {
+    let mut options = MqttOptions::new(&device.device_id, host, port);
+    options
+        .set_credentials(&device.mqtt_username, &device.mqtt_password)
+        .set_keep_alive(KEEP_ALIVE)
+        .set_clean_session(true)
+        .set_last_will(LastWill::new(will_topic, payload, QoS::AtLeastOnce, true));
+    try_connect(options).await
+}
+
+async fn try_connect(options: MqttOptions) -> Result<(), ConnectionError> {
     let (client, mut event_loop) = AsyncClient::new(options, 8);
     let outcome = match timeout(DEADLINE, event_loop.poll()).await {
         Ok(Ok(_)) => Ok(()),
