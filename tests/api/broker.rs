@@ -22,10 +22,15 @@ fn assert_refused(outcome: Result<(), ConnectionError>, who: &str) {
     }
 }
 
+/// The broker's count of refused `action`s (publish or subscribe) so far.
+async fn forbidden(app: &TestApp, action: &str) -> f64 {
+    metric(app, "iotbind_mqtt_forbidden_total", &[("action", action)]).await
+}
+
 /// Waits until the forbidden-action counter has grown by `by` since `before`.
 async fn wait_for_forbidden(app: &TestApp, action: &str, before: f64, by: f64) {
     eventually(&format!("{by} forbidden {action}s counted"), async || {
-        let now = metric(app, "iotbind_mqtt_forbidden_total", &[("action", action)]).await;
+        let now = forbidden(app, action).await;
         (now >= before + by).then_some(())
     })
     .await;
@@ -91,12 +96,7 @@ async fn a_device_cannot_leave_its_last_will_on_another_devices_topics() {
     let app = spawn_app_with_embedded_broker().await;
     let (token, devices) = owner_with_devices(&app, 2).await;
     let (a, b) = (&devices[0], &devices[1]);
-    let before = metric(
-        &app,
-        "iotbind_mqtt_forbidden_total",
-        &[("action", "publish")],
-    )
-    .await;
+    let before = forbidden(&app, "publish").await;
 
     // The broker publishes a will with nobody's check after the fact: were it accepted, A
     // could vanish and speak for B.
@@ -147,12 +147,7 @@ async fn a_device_cannot_subscribe_to_another_devices_commands_and_stays_connect
     let (token, devices) = owner_with_devices(&app, 2).await;
     let a = TestDevice::connect(&app, &devices[0]).await;
     let b = TestDevice::connect(&app, &devices[1]).await;
-    let before = metric(
-        &app,
-        "iotbind_mqtt_forbidden_total",
-        &[("action", "subscribe")],
-    )
-    .await;
+    let before = forbidden(&app, "subscribe").await;
 
     let granted = a
         .subscribe(&topic(&b.id, "commands"), QoS::AtLeastOnce)
@@ -175,12 +170,7 @@ async fn a_device_cannot_subscribe_to_wildcards_or_other_topics() {
     let (token, devices) = owner_with_devices(&app, 2).await;
     let a = TestDevice::connect(&app, &devices[0]).await;
     let b = TestDevice::connect(&app, &devices[1]).await;
-    let before = metric(
-        &app,
-        "iotbind_mqtt_forbidden_total",
-        &[("action", "subscribe")],
-    )
-    .await;
+    let before = forbidden(&app, "subscribe").await;
     let filters = [
         "#".to_owned(),
         "devices/#".to_owned(),
@@ -218,12 +208,7 @@ async fn a_device_cannot_publish_telemetry_or_status_as_another_device() {
     let (token, devices) = owner_with_devices(&app, 2).await;
     let a = TestDevice::connect(&app, &devices[0]).await;
     let b_id = devices[1].device_id.clone();
-    let before = metric(
-        &app,
-        "iotbind_mqtt_forbidden_total",
-        &[("action", "publish")],
-    )
-    .await;
+    let before = forbidden(&app, "publish").await;
 
     a.publish_unacked(
         &topic(&b_id, "telemetry"),
@@ -261,12 +246,7 @@ async fn a_device_cannot_answer_another_devices_command_on_its_topic() {
     let (token, devices) = owner_with_devices(&app, 2).await;
     let a = TestDevice::connect(&app, &devices[0]).await;
     let b = TestDevice::connect(&app, &devices[1]).await;
-    let before = metric(
-        &app,
-        "iotbind_mqtt_forbidden_total",
-        &[("action", "publish")],
-    )
-    .await;
+    let before = forbidden(&app, "publish").await;
 
     let (response, ()) = tokio::join!(
         send_command(
@@ -302,12 +282,7 @@ async fn a_device_cannot_send_commands_to_another_device() {
     let (token, devices) = owner_with_devices(&app, 2).await;
     let a = TestDevice::connect(&app, &devices[0]).await;
     let b = TestDevice::connect(&app, &devices[1]).await;
-    let before = metric(
-        &app,
-        "iotbind_mqtt_forbidden_total",
-        &[("action", "publish")],
-    )
-    .await;
+    let before = forbidden(&app, "publish").await;
     let expires_at = chrono::Utc::now().timestamp_millis() + 60_000;
 
     a.publish_unacked(
