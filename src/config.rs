@@ -102,6 +102,12 @@ pub struct ConfigArgs {
     /// Log format: `human` or `json`.
     #[arg(long, env = "IOTBIND_LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
+    /// Device messages held between MQTT intake and the database writer. When it is full,
+    /// intake waits: the embedded broker holds back devices' acknowledgements until there is
+    /// room. More rides out longer database pauses; fewer keeps less acknowledged telemetry in
+    /// memory only.
+    #[arg(long, env = "IOTBIND_TELEMETRY_QUEUE", global = true)]
+    pub telemetry_queue: Option<String>,
 }
 
 /// Whether the server may take development shortcuts (fake WeChat, generated JWT secret).
@@ -161,6 +167,8 @@ pub struct Settings {
     pub bind_ticket_ttl: Duration,
     pub refresh_reuse_grace: Duration,
     pub log_format: LogFormat,
+    /// Capacity of the queue in front of the telemetry writer, in device messages.
+    pub telemetry_queue: usize,
 }
 
 /// A configuration value that cannot be used, named by its variable and flag.
@@ -331,6 +339,12 @@ impl Settings {
                 10,
             )?,
             log_format,
+            telemetry_queue: count(
+                "IOTBIND_TELEMETRY_QUEUE",
+                "telemetry-queue",
+                &args.telemetry_queue,
+                crate::service::telemetry::QUEUE_CAPACITY,
+            )?,
         };
         settings.check_production()?;
         Ok(settings)
@@ -401,6 +415,25 @@ fn boolean(variable: &'static str, flag: &'static str, value: &str) -> Result<bo
             flag,
             format!("{other:?} must be true or false"),
         )),
+    }
+}
+
+/// A whole number from 1 up, or `default` when unset.
+fn count(
+    variable: &'static str,
+    flag: &'static str,
+    value: &Option<String>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match non_empty(value) {
+        None => Ok(default),
+        Some(text) => text.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+            invalid(
+                variable,
+                flag,
+                format!("{text:?} must be a whole number from 1 up"),
+            )
+        }),
     }
 }
 
@@ -543,6 +576,29 @@ mod tests {
         .unwrap();
         assert_eq!(settings.mqtt_client_id.as_deref(), Some("iotbind-eu-1"));
         assert!(!settings.mqtt_shared_subscription);
+    }
+
+    #[test]
+    fn the_telemetry_queue_defaults_to_the_writers_capacity_and_takes_a_positive_count() {
+        let settings = Settings::from_args(&args()).unwrap();
+        assert_eq!(
+            settings.telemetry_queue,
+            crate::service::telemetry::QUEUE_CAPACITY
+        );
+        let settings = Settings::from_args(&ConfigArgs {
+            telemetry_queue: Some("500".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(settings.telemetry_queue, 500);
+        for bad in ["0", "-1", "many", "1.5"] {
+            let err = Settings::from_args(&ConfigArgs {
+                telemetry_queue: Some(bad.into()),
+                ..args()
+            })
+            .unwrap_err();
+            assert_eq!(err.variable, "IOTBIND_TELEMETRY_QUEUE", "{bad}");
+        }
     }
 
     #[test]

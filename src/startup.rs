@@ -19,7 +19,7 @@ use crate::api::attempts::PasswordAttempts;
 use crate::config::{MqttTarget, Settings};
 use crate::db;
 use crate::mqtt::broker::{BackendCredential, EmbeddedBroker};
-use crate::mqtt::client::{ClientConfig, MqttClient};
+use crate::mqtt::client::{ClientConfig, MqttClient, TelemetryRoute};
 use crate::service::code_exchange::CodeExchange;
 use crate::service::commands::{self, CommandRelay};
 use crate::service::credentials::Credentials;
@@ -101,7 +101,7 @@ impl Application {
                     port: addr.port(),
                     username: Some(backend.username),
                     password: Some(backend.password),
-                    share_group: Some(settings.mqtt_share_group.clone()),
+                    telemetry: TelemetryRoute::InProcess,
                     // The embedded broker lives and dies with this process: a session that
                     // outlived the connection would have nobody to come back to it.
                     client_id: None,
@@ -115,9 +115,11 @@ impl Application {
                     port: *port,
                     username: settings.mqtt_username.clone(),
                     password: settings.mqtt_password.clone(),
-                    share_group: settings
-                        .mqtt_shared_subscription
-                        .then(|| settings.mqtt_share_group.clone()),
+                    telemetry: if settings.mqtt_shared_subscription {
+                        TelemetryRoute::Shared(settings.mqtt_share_group.clone())
+                    } else {
+                        TelemetryRoute::Plain
+                    },
                     client_id: settings.mqtt_client_id.clone(),
                 },
             ),
@@ -125,14 +127,16 @@ impl Application {
         let device_broker = (client_config.host.clone(), client_config.port);
         let (mqtt, connection) = MqttClient::new(client_config);
         let command_relay = Arc::new(CommandRelay::new(db.clone(), mqtt.clone()));
-        let (telemetry_queue, telemetry_writer) = telemetry::start_writer(db.clone());
-        mqtt.run(
-            connection,
-            DeviceMessages {
-                queue: telemetry_queue,
-                commands: command_relay.clone(),
-            },
-        );
+        let (telemetry_queue, telemetry_writer) =
+            telemetry::start_writer(db.clone(), settings.telemetry_queue);
+        let device_messages = DeviceMessages {
+            queue: telemetry_queue,
+            commands: command_relay.clone(),
+        };
+        if let Some(broker) = &broker {
+            broker.take_telemetry(device_messages.clone());
+        }
+        mqtt.run(connection, device_messages);
 
         let state = AppState {
             db,
@@ -195,6 +199,9 @@ impl Application {
         purge.abort();
         sweeper.abort();
         // Intake stops first; the writer then sees its queue close, flushes and ends.
+        if let Some(broker) = &self.broker {
+            broker.stop_taking_telemetry();
+        }
         self.state.mqtt.stop().await;
         if let Err(err) = self.telemetry_writer.await {
             tracing::error!(error = %err, "the telemetry writer failed at shutdown");

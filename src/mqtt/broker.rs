@@ -5,13 +5,22 @@
 //! may then publish only to its own upstream topics (its last will included) and subscribe
 //! only to its own commands.
 //! The backend's own client logs in with a credential of its own and has full access.
+//!
+//! Telemetry, by far the busiest stream, does not take the detour through that client: the
+//! broker hands each telemetry message to the backend's intake in this process (see
+//! [`TelemetryInProcess`]) and acknowledges a QoS 1 publish only once the intake's bounded
+//! queue has taken it. A database that falls behind therefore slows the devices down instead
+//! of filling the broker's queues until it drops what it already acknowledged.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroU32};
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use rmqtt::codec::types::Publish;
 use rmqtt::codec::v5::SubscribeAckReason;
 use rmqtt::context::ServerContext;
@@ -19,17 +28,23 @@ use rmqtt::fitter::{DefaultFitter, Fitter, FitterManager};
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
+use rmqtt::session::Session;
+use rmqtt::shared::{DefaultShared, Entry, RetainLoadCallback, Shared};
 use rmqtt::subscribe::SharedSubscription;
 use rmqtt::types::{
-    AuthResult, ClientId, ConnectInfo, Disconnect, FitterType, Id, IsOnline, LastWill,
-    ListenerConfig, NodeId, PublishAclResult, Reason, SharedGroup, SubscribeAclResult,
-    SubscriptionIdentifier, SubscriptionOptions, TopicName,
+    AuthResult, ClientId, ConnectInfo, Disconnect, FitterType, ForwardedCount, ForwardedRecipients,
+    From as Sender, Id, IsOnline, LastWill, ListenerConfig, MsgID, NodeId, PublishAclResult,
+    Reason, SessionStatus, SharedGroup, SubRelations, SubRelationsMap, SubsSearchParams,
+    SubsSearchResult, SubscribeAclResult, SubscriptionIdentifier, SubscriptionOptions, To,
+    TopicFilter, TopicName,
 };
 use sea_orm::DatabaseConnection;
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::topics;
+use super::client::Inbound;
+use super::topics::{self, DeviceTopic, TopicKind};
 use crate::service::devices;
 
 /// Largest MQTT packet the broker accepts: telemetry is at most 16 KiB and commands carry at
@@ -41,10 +56,11 @@ const MAX_INFLIGHT: u16 = 64;
 /// Messages queued per session while the subscriber is busy or offline; older ones drop
 /// beyond it.
 const MAX_QUEUED_MESSAGES: usize = 1_000;
-/// The backend's own session receives every device's telemetry: its queue must ride out a
-/// pause of the database writer (a checkpoint, a slow commit) at tens of thousands of
-/// messages a second, which the device-sized queue above would overflow within a blink. At a
-/// few hundred bytes a message this bounds it to some tens of MiB.
+/// The backend's own sessions receive every device's status and command results, and they
+/// wait behind the telemetry writer's queue too: a whole fleet reconnecting after an outage
+/// is a status message per device within seconds, which the device-sized queue above would
+/// overflow within a blink. At a few hundred bytes a message this bounds it to some tens of
+/// MiB.
 const BACKEND_MAX_QUEUED_MESSAGES: usize = 200_000;
 /// In-flight window towards the backend: large enough that acknowledgements crossing the
 /// loopback never throttle delivery.
@@ -78,6 +94,9 @@ pub struct EmbeddedBroker {
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
     access: Arc<DeviceAccess>,
+    /// Where telemetry goes; empty until the backend's intake is ready and again from shutdown
+    /// on. While it is empty a telemetry publish waits, unacknowledged.
+    intake: watch::Sender<Option<Arc<dyn TelemetryIntake>>>,
 }
 
 impl EmbeddedBroker {
@@ -90,6 +109,11 @@ impl EmbeddedBroker {
         // The busy check samples CPU load to refuse connections when the machine is busy; we
         // would rather queue than refuse devices, and it is one task less.
         let scx = ServerContext::new().busy_check_enable(false).build().await;
+        let (intake, intake_slot) = watch::channel(None);
+        *scx.extends.shared_mut().await = Box::new(TelemetryInProcess {
+            routing: DefaultShared::new(Some(scx.clone())),
+            intake: intake_slot,
+        });
         *scx.extends.shared_subscription_mut().await = Box::new(ShareByDevice);
         *scx.extends.fitter_mgr_mut().await = Box::new(SessionLimits {
             backend_username: backend.username.clone(),
@@ -142,7 +166,25 @@ impl EmbeddedBroker {
             }
         });
         tracing::info!("embedded MQTT broker listening on mqtt://{addr}");
-        Ok(EmbeddedBroker { addr, task, access })
+        Ok(EmbeddedBroker {
+            addr,
+            task,
+            access,
+            intake,
+        })
+    }
+
+    /// From now on, devices' telemetry goes to `inbound`, in this process. Publishes that
+    /// arrived before were waiting for this and go on now.
+    pub fn take_telemetry(&self, inbound: impl Inbound + Clone) {
+        self.intake.send_replace(Some(Arc::new(inbound)));
+    }
+
+    /// Takes no more telemetry: a telemetry publish arriving from now on is never acknowledged,
+    /// so the device keeps it and sends it again to whichever server it reaches next. Lets go
+    /// of the intake, so the queue behind it can close.
+    pub fn stop_taking_telemetry(&self) {
+        self.intake.send_replace(None);
     }
 
     /// The address devices connect to (the real port when 0 was asked for).
@@ -150,8 +192,9 @@ impl EmbeddedBroker {
         self.addr
     }
 
-    /// Stops accepting connections and lets go of the database.
+    /// Stops accepting connections and lets go of the database and the telemetry intake.
     pub fn stop(&self) {
+        self.stop_taking_telemetry();
         self.task.abort();
         self.access.release();
     }
@@ -436,5 +479,162 @@ impl SharedSubscription for ShareByDevice {
         });
         let index = candidates[(hash % candidates.len() as u64) as usize];
         Some((index, ncs[index].4.unwrap_or(true)))
+    }
+}
+
+/// The backend's telemetry intake as the broker holds it: [`Inbound`] made object-safe.
+trait TelemetryIntake: Send + Sync {
+    fn take(
+        &self,
+        topic: DeviceTopic,
+        payload: Bytes,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+impl<I: Inbound> TelemetryIntake for I {
+    fn take(
+        &self,
+        topic: DeviceTopic,
+        payload: Bytes,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.deliver(topic, payload))
+    }
+}
+
+/// rmqtt's own message routing, except that device telemetry goes to the backend's intake in
+/// this process instead of to subscribers.
+///
+/// rmqtt calls `forwards` for every publish that passed the ACL hook, from the publishing
+/// device's session, and acknowledges a QoS 1 publish once it returns. Waiting here for room in
+/// the intake's bounded queue is therefore backpressure all the way to the device: its
+/// unacknowledged messages stay with it, and nothing the broker acknowledged can be dropped
+/// later for want of room. It also spares every message a second trip through the broker and
+/// the backend's MQTT client.
+///
+/// Telemetry is therefore not routed to MQTT subscribers of this broker, other replicas
+/// included: this process stores all of it. Every other message is routed as usual.
+struct TelemetryInProcess {
+    routing: DefaultShared,
+    intake: watch::Receiver<Option<Arc<dyn TelemetryIntake>>>,
+}
+
+impl TelemetryInProcess {
+    /// Hands one telemetry message to the intake, waiting while there is none.
+    async fn take(&self, topic: DeviceTopic, payload: Bytes) {
+        let mut slot = self.intake.clone();
+        let intake = loop {
+            if let Some(intake) = slot.borrow_and_update().clone() {
+                break intake;
+            }
+            if slot.changed().await.is_err() {
+                // The broker is gone, and the message with it: never acknowledge.
+                std::future::pending::<()>().await;
+            }
+        };
+        metrics::counter!(crate::metrics::MQTT_MESSAGES_IN, "topic" => TopicKind::Telemetry.label())
+            .increment(1);
+        intake.take(topic, payload).await;
+    }
+}
+
+#[async_trait]
+impl Shared for TelemetryInProcess {
+    fn entry(&self, id: Id) -> Box<dyn Entry> {
+        self.routing.entry(id)
+    }
+
+    fn exist(&self, client_id: &str) -> bool {
+        self.routing.exist(client_id)
+    }
+
+    async fn forwards(
+        &self,
+        msg_id: Option<MsgID>,
+        from: Sender,
+        publish: rmqtt::types::Publish,
+    ) -> Result<
+        ForwardedCount,
+        (
+            ForwardedCount,
+            Vec<(To, Sender, rmqtt::types::Publish, Reason)>,
+        ),
+    > {
+        match DeviceTopic::parse(&publish.topic) {
+            Some(topic)
+                if topic.kind == TopicKind::Telemetry && publish.target_clientid.is_none() =>
+            {
+                self.take(topic, publish.payload.clone()).await;
+                Ok(1)
+            }
+            _ => self.routing.forwards(msg_id, from, publish).await,
+        }
+    }
+
+    async fn forwards_and_get_shareds(
+        &self,
+        from: Sender,
+        publish: rmqtt::types::Publish,
+    ) -> Result<
+        (SubRelationsMap, ForwardedRecipients),
+        (
+            ForwardedRecipients,
+            Vec<(To, Sender, rmqtt::types::Publish, Reason)>,
+        ),
+    > {
+        self.routing.forwards_and_get_shareds(from, publish).await
+    }
+
+    async fn forwards_to(
+        &self,
+        from: Sender,
+        publish: &rmqtt::types::Publish,
+        relations: SubRelations,
+        msg_id: Option<MsgID>,
+    ) -> Result<
+        ForwardedRecipients,
+        (
+            ForwardedRecipients,
+            Vec<(To, Sender, rmqtt::types::Publish, Reason)>,
+        ),
+    > {
+        self.routing
+            .forwards_to(from, publish, relations, msg_id)
+            .await
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = Box<dyn Entry>> + Sync + Send + '_> {
+        self.routing.iter()
+    }
+
+    fn random_session(&self) -> Option<Session> {
+        self.routing.random_session()
+    }
+
+    async fn session_status(&self, client_id: &str) -> Option<SessionStatus> {
+        self.routing.session_status(client_id).await
+    }
+
+    async fn client_states_count(&self) -> usize {
+        self.routing.client_states_count().await
+    }
+
+    fn sessions_count(&self) -> usize {
+        self.routing.sessions_count()
+    }
+
+    async fn query_subscriptions(&self, q: &SubsSearchParams) -> Vec<SubsSearchResult> {
+        self.routing.query_subscriptions(q).await
+    }
+
+    async fn subscriptions_count(&self) -> usize {
+        self.routing.subscriptions_count().await
+    }
+
+    async fn retain_load_with(
+        &self,
+        topic_filter: &TopicFilter,
+        cb: Arc<dyn RetainLoadCallback>,
+    ) -> rmqtt::Result<Vec<(NodeId, MsgID)>> {
+        self.routing.retain_load_with(topic_filter, cb).await
     }
 }

@@ -38,11 +38,22 @@ pub struct ClientConfig {
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<SecretString>,
-    /// Share group of the telemetry subscription; `None`: a plain subscription.
-    pub share_group: Option<String>,
+    /// How telemetry reaches the backend.
+    pub telemetry: TelemetryRoute,
     /// A stable id means a persistent session: the broker queues what arrives while the
     /// backend is disconnected and delivers it on reconnect. `None`: a fresh id, clean session.
     pub client_id: Option<String>,
+}
+
+/// How the backend takes telemetry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TelemetryRoute {
+    /// Through a shared subscription of this group: replicas in one group split it.
+    Shared(String),
+    /// Through a plain subscription (a single replica).
+    Plain,
+    /// Not over this connection: the embedded broker hands it over in process.
+    InProcess,
 }
 
 /// Receives what devices publish on their topics.
@@ -166,7 +177,8 @@ async fn run(
                 connected.store(true, Ordering::Relaxed);
                 metrics::gauge!(crate::metrics::MQTT_CONNECTED).set(1.0);
                 tracing::info!(%broker, "MQTT connected");
-                let filters = topics::backend_subscriptions(config.share_group.as_deref())
+                let filters = topics::backend_subscriptions(&config.telemetry)
+                    .into_iter()
                     .map(|filter| SubscribeFilter::new(filter, QoS::AtLeastOnce));
                 if let Err(err) = client.try_subscribe_many(filters) {
                     tracing::error!(error = %err, "cannot queue the backend's subscriptions");

@@ -1,6 +1,7 @@
 //! What devices publish, sorted: telemetry and status to the batched writer, results to the
 //! command relay. Invalid payloads are counted and dropped here; nothing a device sends can
-//! stop the intake.
+//! stop the intake. Messages come from the backend's MQTT connection, and telemetry from the
+//! embedded broker directly, in process.
 
 use std::sync::Arc;
 

@@ -37,8 +37,9 @@ const ROWS_PER_INSERT: usize = 1_000;
 /// How long the first event of a batch waits for company: short enough that telemetry shows
 /// up in the API at once, long enough to gather a burst.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
-/// Events the queue holds before intake waits for the writer: about one second of a busy
-/// fleet, a few MiB at most.
+/// Events the queue holds by default before intake waits for the writer (and the embedded
+/// broker holds back devices' acknowledgements): about one second of a busy fleet, a few MiB
+/// at most. `IOTBIND_TELEMETRY_QUEUE` changes it.
 pub const QUEUE_CAPACITY: usize = 20_000;
 /// At most one "queue full" warning per this many milliseconds.
 const FULL_WARNING_EVERY_MS: u64 = 1_000;
@@ -100,7 +101,7 @@ impl TelemetryQueue {
                         .is_ok()
                 {
                     tracing::warn!(
-                        capacity = QUEUE_CAPACITY,
+                        capacity = self.sender.max_capacity(),
                         "telemetry queue full: the database is behind, MQTT intake waits"
                     );
                 }
@@ -115,10 +116,13 @@ impl TelemetryQueue {
     }
 }
 
-/// Starts the writer; it runs until every [`TelemetryQueue`] is dropped, then flushes what is
-/// left and ends.
-pub fn start_writer(db: DatabaseConnection) -> (TelemetryQueue, tokio::task::JoinHandle<()>) {
-    let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+/// Starts the writer behind a queue of `capacity` events; it runs until every
+/// [`TelemetryQueue`] is dropped, then flushes what is left and ends.
+pub fn start_writer(
+    db: DatabaseConnection,
+    capacity: usize,
+) -> (TelemetryQueue, tokio::task::JoinHandle<()>) {
+    let (sender, receiver) = mpsc::channel(capacity);
     let task = tokio::spawn(write_batches(db, receiver));
     let queue = TelemetryQueue {
         sender,

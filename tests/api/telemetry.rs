@@ -2,6 +2,9 @@
 //! devices, and online status from the status topic and the last will.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::Method;
@@ -461,7 +464,10 @@ async fn the_writer_flushes_what_is_pending_when_its_queue_closes() {
     let device_id: uuid::Uuid = device.device_id.parse().unwrap();
     // A writer of our own, so nothing else flushes for it: closing its queue right after the
     // pushes is what shutdown does, with the events still waiting for their batch.
-    let (queue, writer) = start_writer(app.state.db.clone());
+    let (queue, writer) = start_writer(
+        app.state.db.clone(),
+        iotbind::service::telemetry::QUEUE_CAPACITY,
+    );
     let now = Utc::now().timestamp_millis();
     for n in 0..3 {
         queue
@@ -484,4 +490,127 @@ async fn the_writer_flushes_what_is_pending_when_its_queue_closes() {
         .await
         .unwrap();
     assert_eq!(stored, 3);
+}
+
+/// A device publishing `count` numbered QoS 1 telemetry messages with up to 100 in flight,
+/// as fast as the broker takes them; the returned counter says how many were acknowledged.
+fn flood(
+    app: &TestApp,
+    device: &crate::helpers::ProvisionedDevice,
+    count: u64,
+) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut options = MqttOptions::new(&device.device_id, &app.mqtt_host, app.mqtt_port);
+    options
+        .set_credentials(&device.mqtt_username, &device.mqtt_password)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_inflight(100);
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let acked = Arc::new(AtomicU64::new(0));
+    let counter = acked.clone();
+    let topic = format!("devices/{}/telemetry", device.device_id);
+    let task = tokio::spawn(async move {
+        let publisher = tokio::spawn(async move {
+            for seq in 0..count {
+                let payload = json!({ "values": { "seq": seq } }).to_string();
+                if client
+                    .publish(&topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    if counter.fetch_add(1, Ordering::SeqCst) + 1 == count {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => panic!("the flooding device lost its connection: {err}"),
+            }
+        }
+        publisher.await.expect("the publisher ends");
+    });
+    (acked, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_cannot_keep_up_the_broker_holds_back_acknowledgements_and_loses_nothing()
+ {
+    use iotbind::entity::telemetry as rows;
+    use sea_orm::{
+        ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, TransactionTrait,
+    };
+
+    // The embedded broker (an external one acknowledges on its own terms), and a small queue in
+    // front of the writer so that it fills after a few messages.
+    let app = crate::helpers::spawn_app_with(iotbind::config::ConfigArgs {
+        mqtt_url: Some("embedded".to_owned()),
+        telemetry_queue: Some("20".to_owned()),
+        ..Default::default()
+    })
+    .await;
+    let device = app.provision(1).await.remove(0);
+    let device_id: uuid::Uuid = device.device_id.parse().unwrap();
+
+    // Another transaction holds the telemetry table, so the writer's next batch waits.
+    let blocker = app.state.db.begin().await.unwrap();
+    let hold = match blocker.get_database_backend() {
+        DbBackend::Postgres => "LOCK TABLE telemetry IN EXCLUSIVE MODE",
+        _ => "UPDATE telemetry SET ts = ts WHERE 0 = 1",
+    };
+    blocker.execute_unprepared(hold).await.unwrap();
+
+    let sent = 2_000;
+    let (acked, flooding) = flood(&app, &device, sent);
+    // Acknowledgements come while the queue has room, then stop well short of what was sent.
+    let mut last = u64::MAX;
+    let held_at = eventually("acknowledgements to stop", async || {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = acked.load(Ordering::SeqCst);
+        let settled = now == last;
+        last = now;
+        settled.then_some(now)
+    })
+    .await;
+    assert!(
+        held_at < sent,
+        "the broker acknowledged all {sent} messages although the database took none"
+    );
+    assert!(
+        metric(&app, "iotbind_telemetry_queue_full_total", &[]).await >= 1.0,
+        "intake waited for the writer"
+    );
+
+    blocker.rollback().await.unwrap();
+    tokio::time::timeout(crate::device_client::DEADLINE, flooding)
+        .await
+        .expect("every message is acknowledged once the database is back")
+        .unwrap();
+    let seqs: HashSet<i64> = eventually("every acknowledged message to be stored", async || {
+        let stored = rows::Entity::find()
+            .filter(rows::Column::DeviceId.eq(device_id))
+            .all(&app.state.db)
+            .await
+            .unwrap();
+        (stored.len() as u64 == sent).then(|| {
+            stored
+                .iter()
+                .map(|row| {
+                    let values: Value = serde_json::from_str(&row.values_json).unwrap();
+                    values["seq"].as_i64().unwrap()
+                })
+                .collect()
+        })
+    })
+    .await;
+    assert_eq!(
+        seqs,
+        (0..sent as i64).collect(),
+        "each message exactly once"
+    );
 }
