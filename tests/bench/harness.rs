@@ -80,9 +80,10 @@ struct Cli {
     /// Simulated devices sending telemetry (case 5).
     #[arg(long, default_value_t = 1_000)]
     telemetry_devices: usize,
-    /// Telemetry rate of each of them (case 5).
-    #[arg(long, default_value = "25/s")]
-    telemetry_rate: device_sim::Rate,
+    /// Telemetry rate of each of them (case 5); by default the raw insert rate measured just
+    /// before, spread over the devices, so that they offer as much as the database can take.
+    #[arg(long)]
+    telemetry_rate: Option<device_sim::Rate>,
     /// Connected devices of the memory case (case 6).
     #[arg(long, default_value_t = 10_000)]
     devices: usize,
@@ -110,7 +111,7 @@ pub struct Options {
     pub read_connections: usize,
     pub command_devices: usize,
     pub telemetry_devices: usize,
-    pub telemetry_rate: device_sim::Rate,
+    pub telemetry_rate: Option<device_sim::Rate>,
     pub devices: usize,
     pub ramp_up: Duration,
     pub hold: Duration,
