@@ -176,13 +176,13 @@ impl EmbeddedBroker {
 
     /// From now on, devices' telemetry goes to `inbound`, in this process. Publishes that
     /// arrived before were waiting for this and go on now.
-    pub fn take_telemetry(&self, inbound: impl Inbound + Clone) {
+    pub fn take_telemetry(&self, inbound: impl Inbound) {
         self.intake.send_replace(Some(Arc::new(inbound)));
     }
 
     /// Takes no more telemetry: a telemetry publish arriving from now on is never acknowledged,
-    /// so the device keeps it and sends it again to whichever server it reaches next. Lets go
-    /// of the intake, so the queue behind it can close.
+    /// so a QoS 1 device still holds it and may send it again once it reconnects. Lets go of
+    /// the intake, so the queue behind it can close.
     pub fn stop_taking_telemetry(&self) {
         self.intake.send_replace(None);
     }
@@ -482,6 +482,9 @@ impl SharedSubscription for ShareByDevice {
     }
 }
 
+/// Messages rmqtt's routing could not deliver, and to whom.
+type Undelivered = Vec<(To, Sender, rmqtt::types::Publish, Reason)>;
+
 /// The backend's telemetry intake as the broker holds it: [`Inbound`] made object-safe.
 trait TelemetryIntake: Send + Sync {
     fn take(
@@ -511,8 +514,8 @@ impl<I: Inbound> TelemetryIntake for I {
 /// later for want of room. It also spares every message a second trip through the broker and
 /// the backend's MQTT client.
 ///
-/// Telemetry is therefore not routed to MQTT subscribers of this broker, other replicas
-/// included: this process stores all of it. Every other message is routed as usual.
+/// So telemetry is not routed to MQTT subscribers of this broker, other replicas included:
+/// this process stores all of it. Every other message is routed as usual.
 struct TelemetryInProcess {
     routing: DefaultShared,
     intake: watch::Receiver<Option<Arc<dyn TelemetryIntake>>>,
@@ -552,13 +555,7 @@ impl Shared for TelemetryInProcess {
         msg_id: Option<MsgID>,
         from: Sender,
         publish: rmqtt::types::Publish,
-    ) -> Result<
-        ForwardedCount,
-        (
-            ForwardedCount,
-            Vec<(To, Sender, rmqtt::types::Publish, Reason)>,
-        ),
-    > {
+    ) -> Result<ForwardedCount, (ForwardedCount, Undelivered)> {
         match DeviceTopic::parse(&publish.topic) {
             Some(topic)
                 if topic.kind == TopicKind::Telemetry && publish.target_clientid.is_none() =>
@@ -574,13 +571,7 @@ impl Shared for TelemetryInProcess {
         &self,
         from: Sender,
         publish: rmqtt::types::Publish,
-    ) -> Result<
-        (SubRelationsMap, ForwardedRecipients),
-        (
-            ForwardedRecipients,
-            Vec<(To, Sender, rmqtt::types::Publish, Reason)>,
-        ),
-    > {
+    ) -> Result<(SubRelationsMap, ForwardedRecipients), (ForwardedRecipients, Undelivered)> {
         self.routing.forwards_and_get_shareds(from, publish).await
     }
 
@@ -590,13 +581,7 @@ impl Shared for TelemetryInProcess {
         publish: &rmqtt::types::Publish,
         relations: SubRelations,
         msg_id: Option<MsgID>,
-    ) -> Result<
-        ForwardedRecipients,
-        (
-            ForwardedRecipients,
-            Vec<(To, Sender, rmqtt::types::Publish, Reason)>,
-        ),
-    > {
+    ) -> Result<ForwardedRecipients, (ForwardedRecipients, Undelivered)> {
         self.routing
             .forwards_to(from, publish, relations, msg_id)
             .await

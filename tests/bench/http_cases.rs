@@ -129,7 +129,10 @@ where
     // Half as many again as the warm-up rate needs, in case the measured run goes faster.
     let needed = (warm.rate() * options.duration.as_secs_f64() * 1.5) as usize + 1_000;
     pool.extend(mint_codes(&app.base, openids, needed).await);
+    // Phase marks on stderr, for profilers and CPU samplers attached to the process.
+    eprintln!("  measuring for {:?}", options.duration);
     let stats = closed_loop(options.connections, options.duration, with_codes).await;
+    eprintln!("  measured");
     if pool.len() == 0 {
         eprintln!("note: the pre-minted codes ran out before the measured time was over");
     }
