@@ -534,8 +534,6 @@ impl TelemetryInProcess {
                 std::future::pending::<()>().await;
             }
         };
-        metrics::counter!(crate::metrics::MQTT_MESSAGES_IN, "topic" => TopicKind::Telemetry.label())
-            .increment(1);
         intake.take(topic, payload).await;
     }
 }

@@ -195,11 +195,7 @@ async fn run(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 match DeviceTopic::parse(&publish.topic) {
-                    Some(topic) => {
-                        metrics::counter!(crate::metrics::MQTT_MESSAGES_IN, "topic" => topic.kind.label())
-                            .increment(1);
-                        inbound.deliver(topic, publish.payload).await;
-                    }
+                    Some(topic) => inbound.deliver(topic, publish.payload).await,
                     None => {
                         tracing::debug!(topic = %publish.topic, "ignored a message on a topic that is not a device's");
                     }

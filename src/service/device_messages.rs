@@ -23,6 +23,9 @@ pub struct DeviceMessages {
 
 impl Inbound for DeviceMessages {
     async fn deliver(&self, topic: DeviceTopic, body: Bytes) {
+        // Counted here, where both routes in (the MQTT connection, the embedded broker) meet.
+        metrics::counter!(crate::metrics::MQTT_MESSAGES_IN, "topic" => topic.kind.label())
+            .increment(1);
         let received_at = now_ms();
         let device_id = topic.device_id;
         let kind = match topic.kind {
