@@ -21,7 +21,16 @@ use crate::{api, db, logging};
 #[command(
     name = "iotbind",
     version,
-    about = "WeChat mini program account binding and IoT device relay"
+    about = "The backend of a WeChat mini program IoT platform: WeChat login, account binding, \
+             and commands and telemetry between users and their devices over MQTT",
+    long_about = "The backend of a WeChat mini program IoT platform: it trades a mini program's \
+                  wx.login() code for the user's WeChat identity, links it to an account, issues \
+                  the tokens, and relays each user's commands to their own devices over MQTT, \
+                  storing the telemetry they send.\n\n\
+                  With nothing set it runs everything embedded: a SQLite file, an MQTT broker in \
+                  the same process, and a fake WeChat API for development. Every setting below \
+                  is an IOTBIND_* environment variable or the flag of the same name (the flag \
+                  wins)."
 )]
 struct Cli {
     #[command(flatten)]

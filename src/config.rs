@@ -17,22 +17,40 @@ use secrecy::{ExposeSecret, SecretString};
 /// 256-bit output to keep its strength.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
+/// The value of each setting that has one when its variable is unset; `--help` shows them.
+pub mod defaults {
+    pub const HTTP_ADDR: &str = "127.0.0.1:8080";
+    pub const DATABASE_URL: &str = "sqlite://iotbind.db?mode=rwc";
+    pub const MQTT_URL: &str = "embedded";
+    pub const MQTT_LISTEN: &str = "127.0.0.1:1883";
+    pub const MQTT_SHARE_GROUP: &str = "iotbind";
+    pub const MQTT_SHARED_SUBSCRIPTION: &str = "true";
+    pub const WECHAT_API_BASE: &str = "https://api.weixin.qq.com";
+    pub const ENVIRONMENT: &str = "development";
+    pub const ACCESS_TTL: &str = "15m";
+    pub const REFRESH_TTL: &str = "30d";
+    pub const BIND_TICKET_TTL: &str = "10m";
+    pub const REFRESH_REUSE_GRACE: &str = "10s";
+    pub const LOG_FORMAT: &str = "human";
+    pub const TELEMETRY_QUEUE: &str = "20000";
+}
+
 /// The raw configuration as clap collects it from flags and `IOTBIND_*` variables.
 ///
 /// Every field is a string so that [`Settings::from_args`] can name the variable in its error.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConfigArgs {
     /// Address the HTTP API listens on.
-    #[arg(long, env = "IOTBIND_HTTP_ADDR", global = true)]
+    #[arg(long, env = "IOTBIND_HTTP_ADDR", global = true, default_value = defaults::HTTP_ADDR)]
     pub http_addr: Option<String>,
     /// Database URL: `sqlite://file.db?mode=rwc` or `postgres://user@host/db`.
-    #[arg(long, env = "IOTBIND_DATABASE_URL", global = true)]
+    #[arg(long, env = "IOTBIND_DATABASE_URL", global = true, default_value = defaults::DATABASE_URL)]
     pub database_url: Option<String>,
     /// `embedded` for the in-process broker, or `mqtt://host:port` for an external one.
-    #[arg(long, env = "IOTBIND_MQTT_URL", global = true)]
+    #[arg(long, env = "IOTBIND_MQTT_URL", global = true, default_value = defaults::MQTT_URL)]
     pub mqtt_url: Option<String>,
     /// Address the embedded MQTT broker listens on.
-    #[arg(long, env = "IOTBIND_MQTT_LISTEN", global = true)]
+    #[arg(long, env = "IOTBIND_MQTT_LISTEN", global = true, default_value = defaults::MQTT_LISTEN)]
     pub mqtt_listen: Option<String>,
     /// Username of the backend's own connection to an external broker.
     #[arg(long, env = "IOTBIND_MQTT_USERNAME", global = true)]
@@ -54,13 +72,13 @@ pub struct ConfigArgs {
     pub mqtt_client_id: Option<String>,
     /// Group name of the shared telemetry subscription (`$share/<group>/devices/+/telemetry`):
     /// replicas in one group split the telemetry between them.
-    #[arg(long, env = "IOTBIND_MQTT_SHARE_GROUP", global = true)]
+    #[arg(long, env = "IOTBIND_MQTT_SHARE_GROUP", global = true, default_value = defaults::MQTT_SHARE_GROUP)]
     pub mqtt_share_group: Option<String>,
     /// External broker: `false` takes telemetry through a plain subscription instead of the
     /// shared one. For a single replica on a broker that forgets shared subscriptions when it
     /// restarts (Mosquitto 2.0 does, plain ones it keeps): with a persistent session
     /// (`IOTBIND_MQTT_CLIENT_ID`) no telemetry is then lost across a broker restart.
-    #[arg(long, env = "IOTBIND_MQTT_SHARED_SUBSCRIPTION", global = true)]
+    #[arg(long, env = "IOTBIND_MQTT_SHARED_SUBSCRIPTION", global = true, default_value = defaults::MQTT_SHARED_SUBSCRIPTION)]
     pub mqtt_shared_subscription: Option<String>,
     /// The mini program's appid.
     #[arg(long, env = "IOTBIND_WECHAT_APPID", global = true)]
@@ -74,10 +92,10 @@ pub struct ConfigArgs {
     )]
     pub wechat_secret: Option<String>,
     /// Base URL of the WeChat API.
-    #[arg(long, env = "IOTBIND_WECHAT_API_BASE", global = true)]
+    #[arg(long, env = "IOTBIND_WECHAT_API_BASE", global = true, default_value = defaults::WECHAT_API_BASE)]
     pub wechat_api_base: Option<String>,
     /// `development` or `production`.
-    #[arg(long = "env", env = "IOTBIND_ENV", global = true)]
+    #[arg(long = "env", env = "IOTBIND_ENV", global = true, default_value = defaults::ENVIRONMENT)]
     pub environment: Option<String>,
     /// Key that signs access tokens, at least 32 bytes.
     #[arg(
@@ -88,25 +106,25 @@ pub struct ConfigArgs {
     )]
     pub jwt_secret: Option<String>,
     /// Access token lifetime (seconds, or a duration such as `15m`).
-    #[arg(long, env = "IOTBIND_ACCESS_TTL", global = true)]
+    #[arg(long, env = "IOTBIND_ACCESS_TTL", global = true, default_value = defaults::ACCESS_TTL)]
     pub access_ttl: Option<String>,
     /// Refresh token lifetime (seconds, or a duration such as `30d`).
-    #[arg(long, env = "IOTBIND_REFRESH_TTL", global = true)]
+    #[arg(long, env = "IOTBIND_REFRESH_TTL", global = true, default_value = defaults::REFRESH_TTL)]
     pub refresh_ttl: Option<String>,
     /// Bind ticket lifetime (seconds, or a duration such as `10m`).
-    #[arg(long, env = "IOTBIND_BIND_TICKET_TTL", global = true)]
+    #[arg(long, env = "IOTBIND_BIND_TICKET_TTL", global = true, default_value = defaults::BIND_TICKET_TTL)]
     pub bind_ticket_ttl: Option<String>,
     /// How long a spent refresh token is answered `refresh_token_rotated` instead of revoking.
-    #[arg(long, env = "IOTBIND_REFRESH_REUSE_GRACE", global = true)]
+    #[arg(long, env = "IOTBIND_REFRESH_REUSE_GRACE", global = true, default_value = defaults::REFRESH_REUSE_GRACE)]
     pub refresh_reuse_grace: Option<String>,
     /// Log format: `human` or `json`.
-    #[arg(long, env = "IOTBIND_LOG_FORMAT", global = true)]
+    #[arg(long, env = "IOTBIND_LOG_FORMAT", global = true, default_value = defaults::LOG_FORMAT)]
     pub log_format: Option<String>,
     /// Device messages held between MQTT intake and the database writer. When it is full,
     /// intake waits: the embedded broker holds back devices' acknowledgements until there is
     /// room. More rides out longer database pauses; fewer keeps less acknowledged telemetry in
     /// memory only.
-    #[arg(long, env = "IOTBIND_TELEMETRY_QUEUE", global = true)]
+    #[arg(long, env = "IOTBIND_TELEMETRY_QUEUE", global = true, default_value = defaults::TELEMETRY_QUEUE)]
     pub telemetry_queue: Option<String>,
 }
 
@@ -193,7 +211,7 @@ pub const DEV_WECHAT_APPID: &str = "wxdevelopment0000";
 impl Settings {
     /// Parses and checks every value; the first bad one is the error.
     pub fn from_args(args: &ConfigArgs) -> Result<Settings, ConfigError> {
-        let environment = match args.environment.as_deref().unwrap_or("development") {
+        let environment = match args.environment.as_deref().unwrap_or(defaults::ENVIRONMENT) {
             "development" | "dev" => Environment::Development,
             "production" | "prod" => Environment::Production,
             other => {
@@ -208,18 +226,18 @@ impl Settings {
         let http_addr = socket_addr(
             "IOTBIND_HTTP_ADDR",
             "http-addr",
-            args.http_addr.as_deref().unwrap_or("127.0.0.1:8080"),
+            args.http_addr.as_deref().unwrap_or(defaults::HTTP_ADDR),
         )?;
         let mqtt_listen = socket_addr(
             "IOTBIND_MQTT_LISTEN",
             "mqtt-listen",
-            args.mqtt_listen.as_deref().unwrap_or("127.0.0.1:1883"),
+            args.mqtt_listen.as_deref().unwrap_or(defaults::MQTT_LISTEN),
         )?;
 
         let database_url = args
             .database_url
             .clone()
-            .unwrap_or_else(|| "sqlite://iotbind.db?mode=rwc".to_owned());
+            .unwrap_or_else(|| defaults::DATABASE_URL.to_owned());
         if !(database_url.starts_with("sqlite:")
             || database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://"))
@@ -231,7 +249,7 @@ impl Settings {
             ));
         }
 
-        let mqtt = mqtt_target(args.mqtt_url.as_deref().unwrap_or("embedded"))?;
+        let mqtt = mqtt_target(args.mqtt_url.as_deref().unwrap_or(defaults::MQTT_URL))?;
 
         let wechat = match non_empty(&args.wechat_secret) {
             Some(secret) => WechatMode::Real {
@@ -253,7 +271,7 @@ impl Settings {
         let wechat_api_base = args
             .wechat_api_base
             .clone()
-            .unwrap_or_else(|| "https://api.weixin.qq.com".to_owned());
+            .unwrap_or_else(|| defaults::WECHAT_API_BASE.to_owned());
         if !(wechat_api_base.starts_with("https://") || wechat_api_base.starts_with("http://")) {
             return Err(invalid(
                 "IOTBIND_WECHAT_API_BASE",
@@ -277,7 +295,7 @@ impl Settings {
             None => None,
         };
 
-        let log_format = match args.log_format.as_deref().unwrap_or("human") {
+        let log_format = match args.log_format.as_deref().unwrap_or(defaults::LOG_FORMAT) {
             "human" => LogFormat::Human,
             "json" => LogFormat::Json,
             other => {
@@ -299,18 +317,16 @@ impl Settings {
             mqtt_share_group: mqtt_name(
                 "IOTBIND_MQTT_SHARE_GROUP",
                 "mqtt-share-group",
-                args.mqtt_share_group.as_deref().unwrap_or("iotbind"),
+                args.mqtt_share_group
+                    .as_deref()
+                    .unwrap_or(defaults::MQTT_SHARE_GROUP),
             )?,
-            mqtt_shared_subscription: non_empty(&args.mqtt_shared_subscription)
-                .map(|value| {
-                    boolean(
-                        "IOTBIND_MQTT_SHARED_SUBSCRIPTION",
-                        "mqtt-shared-subscription",
-                        value,
-                    )
-                })
-                .transpose()?
-                .unwrap_or(true),
+            mqtt_shared_subscription: boolean(
+                "IOTBIND_MQTT_SHARED_SUBSCRIPTION",
+                "mqtt-shared-subscription",
+                non_empty(&args.mqtt_shared_subscription)
+                    .unwrap_or(defaults::MQTT_SHARED_SUBSCRIPTION),
+            )?,
             mqtt_client_id: non_empty(&args.mqtt_client_id)
                 .map(|id| mqtt_name("IOTBIND_MQTT_CLIENT_ID", "mqtt-client-id", id))
                 .transpose()?,
@@ -319,31 +335,36 @@ impl Settings {
             wechat_api_base,
             environment,
             jwt_secret,
-            access_ttl: duration("IOTBIND_ACCESS_TTL", "access-ttl", &args.access_ttl, 900)?,
+            access_ttl: duration(
+                "IOTBIND_ACCESS_TTL",
+                "access-ttl",
+                &args.access_ttl,
+                defaults::ACCESS_TTL,
+            )?,
             refresh_ttl: duration(
                 "IOTBIND_REFRESH_TTL",
                 "refresh-ttl",
                 &args.refresh_ttl,
-                30 * 24 * 3600,
+                defaults::REFRESH_TTL,
             )?,
             bind_ticket_ttl: duration(
                 "IOTBIND_BIND_TICKET_TTL",
                 "bind-ticket-ttl",
                 &args.bind_ticket_ttl,
-                600,
+                defaults::BIND_TICKET_TTL,
             )?,
             refresh_reuse_grace: duration(
                 "IOTBIND_REFRESH_REUSE_GRACE",
                 "refresh-reuse-grace",
                 &args.refresh_reuse_grace,
-                10,
+                defaults::REFRESH_REUSE_GRACE,
             )?,
             log_format,
             telemetry_queue: count(
                 "IOTBIND_TELEMETRY_QUEUE",
                 "telemetry-queue",
                 &args.telemetry_queue,
-                crate::service::telemetry::QUEUE_CAPACITY,
+                defaults::TELEMETRY_QUEUE,
             )?,
         };
         settings.check_production()?;
@@ -423,18 +444,16 @@ fn count(
     variable: &'static str,
     flag: &'static str,
     value: &Option<String>,
-    default: usize,
+    default: &str,
 ) -> Result<usize, ConfigError> {
-    match non_empty(value) {
-        None => Ok(default),
-        Some(text) => text.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-            invalid(
-                variable,
-                flag,
-                format!("{text:?} must be a whole number from 1 up"),
-            )
-        }),
-    }
+    let text = non_empty(value).unwrap_or(default);
+    text.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+        invalid(
+            variable,
+            flag,
+            format!("{text:?} must be a whole number from 1 up"),
+        )
+    })
 }
 
 fn non_empty(value: &Option<String>) -> Option<&str> {
@@ -515,11 +534,9 @@ fn duration(
     variable: &'static str,
     flag: &'static str,
     value: &Option<String>,
-    default_secs: u64,
+    default: &str,
 ) -> Result<Duration, ConfigError> {
-    let Some(raw) = non_empty(value) else {
-        return Ok(Duration::from_secs(default_secs));
-    };
+    let raw = non_empty(value).unwrap_or(default);
     let parsed = match raw.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => humantime::parse_duration(raw).map_err(|_| {

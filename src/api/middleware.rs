@@ -81,7 +81,7 @@ impl<E: Endpoint> Endpoint for RequestEnvelopeEndpoint<E> {
             tracing::info!(
                 status,
                 route,
-                elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+                elapsed_ms = round_to_hundredths(elapsed.as_secs_f64() * 1000.0),
                 "request served"
             );
             Ok(response)
@@ -89,6 +89,11 @@ impl<E: Endpoint> Endpoint for RequestEnvelopeEndpoint<E> {
         .instrument(span)
         .await
     }
+}
+
+/// A duration in milliseconds to two decimals: 0.52, not 0.5191110000000001.
+fn round_to_hundredths(ms: f64) -> f64 {
+    (ms * 100.0).round() / 100.0
 }
 
 /// Every path template of the spec with its methods, e.g. `/api/v1/devices/{device_id}` →

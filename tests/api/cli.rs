@@ -282,3 +282,83 @@ async fn sigterm_stops_the_server_with_exit_code_0() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn help_says_what_iotbind_is_and_shows_each_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = iotbind(&dir).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    let first = help.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("The backend of a WeChat mini program IoT platform"),
+        "{first}"
+    );
+    assert!(!help.contains("Settings::from_args"), "{help}");
+    for default in [
+        "[default: 127.0.0.1:8080]",
+        "[default: sqlite://iotbind.db?mode=rwc]",
+        "[default: embedded]",
+        "[default: 127.0.0.1:1883]",
+        "[default: development]",
+        "[default: 15m]",
+    ] {
+        assert!(help.contains(default), "{default} missing from\n{help}");
+    }
+}
+
+/// Starts the server with its log going to `log`, waits until it answers, makes one request
+/// and stops it.
+async fn serve_one_request_logging_to(dir: &tempfile::TempDir, log: &std::path::Path) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = iotbind(dir)
+        .env("IOTBIND_DATABASE_URL", fresh_database_url(dir).await)
+        .env("IOTBIND_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("IOTBIND_MQTT_LISTEN", "127.0.0.1:0")
+        .env_remove("RUST_LOG")
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let live = format!("http://127.0.0.1:{port}/health/live");
+    while reqwest::get(&live).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_log_written_to_a_file_has_no_colour_codes_and_durations_to_the_hundredth() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("iotbind.log");
+    serve_one_request_logging_to(&dir, &log).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("request served"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in\n{text}");
+    let elapsed: Vec<&str> = text
+        .split("elapsed_ms=")
+        .skip(1)
+        .map(|rest| rest.split_whitespace().next().unwrap_or_default())
+        .collect();
+    assert!(!elapsed.is_empty(), "{text}");
+    for value in elapsed {
+        let decimals = value.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 2, "elapsed_ms={value}");
+    }
+}
