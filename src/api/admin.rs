@@ -50,6 +50,9 @@ struct ProvisionedDevice {
     mqtt_username: String,
     /// For the device's firmware.
     mqtt_password: String,
+    /// For the label's QR code, which the mini program's claim page scans:
+    /// `iotbind:claim?serial=<serial>&code=<claim_code>`.
+    claim_uri: String,
 }
 
 /// The devices created.
@@ -111,6 +114,7 @@ impl AdminApi {
                     claim_code: d.claim_code,
                     mqtt_username: d.mqtt_username,
                     mqtt_password: d.mqtt_password,
+                    claim_uri: d.claim_uri,
                 })
                 .collect(),
         })))

@@ -101,6 +101,15 @@ pub struct ProvisionedDevice {
     pub claim_code: String,
     pub mqtt_username: String,
     pub mqtt_password: String,
+    /// What the label's QR code holds, for the mini program's scanner:
+    /// `iotbind:claim?serial=<serial>&code=<claim_code>`.
+    pub claim_uri: String,
+}
+
+/// The claim URI of a label. Serials and claim codes are drawn from an alphabet that needs
+/// no escaping in a URI.
+fn claim_uri(serial: &str, claim_code: &str) -> String {
+    format!("iotbind:claim?serial={serial}&code={claim_code}")
 }
 
 fn random_label(len: usize) -> String {
@@ -119,11 +128,14 @@ pub async fn provision(
     let provisioned: Vec<ProvisionedDevice> = (0..count.min(MAX_PROVISION_COUNT))
         .map(|_| {
             let device_id = Uuid::new_v4();
+            // 60 random bits: unique in practice, and the unique index catches the rest.
+            let serial = format!("SN{}", random_label(12));
+            let claim_code = random_label(20);
             ProvisionedDevice {
                 device_id,
-                // 60 random bits: unique in practice, and the unique index catches the rest.
-                serial: format!("SN{}", random_label(12)),
-                claim_code: random_label(20),
+                claim_uri: claim_uri(&serial, &claim_code),
+                serial,
+                claim_code,
                 mqtt_username: device_id.to_string(),
                 mqtt_password: super::tokens::random_token(),
             }

@@ -132,6 +132,14 @@ async fn device_provision_prints_one_json_line_per_device_with_its_secrets() {
             );
         }
         assert_eq!(device["mqtt_username"], device["device_id"]);
+        assert_eq!(
+            device["claim_uri"],
+            format!(
+                "iotbind:claim?serial={}&code={}",
+                device["serial"].as_str().unwrap(),
+                device["claim_code"].as_str().unwrap()
+            )
+        );
     }
     let mut passwords: Vec<_> = devices.iter().map(|d| d["mqtt_password"].clone()).collect();
     passwords.dedup();

@@ -127,6 +127,47 @@ async fn provisioning_returns_each_device_once_with_distinct_secrets() {
 }
 
 #[tokio::test]
+async fn the_claim_uri_for_the_label_claims_the_device_it_was_printed_for() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let user = app.user_token().await;
+    let response = provision_as(&app, &admin, &json!({ "count": 2 })).await;
+    let body: Value = response.json().await.unwrap();
+
+    for item in body["items"].as_array().unwrap() {
+        let uri = item["claim_uri"].as_str().expect("a claim_uri");
+        assert_eq!(
+            uri,
+            format!(
+                "iotbind:claim?serial={}&code={}",
+                item["serial"].as_str().unwrap(),
+                item["claim_code"].as_str().unwrap()
+            )
+        );
+        // What the mini program's scanner does with it: split the query, claim with its parts.
+        let query = uri.strip_prefix("iotbind:claim?").unwrap();
+        let part = |name: &str| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_owned()
+        };
+        let claimed = app
+            .authed_json(
+                Method::POST,
+                "/api/v1/devices/claim",
+                &user,
+                &json!({ "serial": part("serial"), "claim_code": part("code") }),
+            )
+            .await;
+        assert_eq!(claimed.status(), 201);
+        let device: Value = claimed.json().await.unwrap();
+        assert_eq!(device["id"], item["device_id"]);
+    }
+}
+
+#[tokio::test]
 async fn only_an_admin_may_provision_devices() {
     let app = spawn_app().await;
     let user = app.user_token().await;
