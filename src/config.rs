@@ -7,10 +7,12 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
+use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 
 /// Fewest bytes accepted for `IOTBIND_JWT_SECRET`: HS256 needs a key at least as long as its
@@ -33,7 +35,19 @@ pub mod defaults {
     pub const REFRESH_REUSE_GRACE: &str = "10s";
     pub const LOG_FORMAT: &str = "human";
     pub const TELEMETRY_QUEUE: &str = "20000";
+    pub const TRUSTED_PROXIES: &str = "";
+    pub const PASSWORD_ATTEMPTS_PER_MINUTE: &str = "20";
+    pub const HTTP_HEADER_TIMEOUT: &str = "10s";
+    pub const HTTP_BODY_TIMEOUT: &str = "10s";
+    pub const HTTP_IDLE_TIMEOUT: &str = "75s";
+    pub const MQTT_HANDSHAKE_TIMEOUT: &str = "5s";
+    pub const MQTT_HANDSHAKES_PER_ADDRESS: &str = "64";
+    pub const MQTT_FAILED_CONNECTS_PER_MINUTE: &str = "10";
 }
+
+/// Fewest bytes accepted for `IOTBIND_MQTT_PASSWORD` in production: the backend's broker
+/// login may publish any device's commands, so it must not be guessable.
+pub const MIN_MQTT_PASSWORD_BYTES: usize = 32;
 
 /// The raw configuration as clap collects it from flags and `IOTBIND_*` variables.
 ///
@@ -126,6 +140,43 @@ pub struct ConfigArgs {
     /// memory only.
     #[arg(long, env = "IOTBIND_TELEMETRY_QUEUE", global = true, default_value = defaults::TELEMETRY_QUEUE)]
     pub telemetry_queue: Option<String>,
+    /// Reverse proxies and load balancers in front of the server: comma-separated IP
+    /// addresses or CIDR ranges (IPv4 and IPv6). Only from these peers are `X-Forwarded-For`
+    /// and `Forwarded` believed; the client is then the right-most address in them that is not
+    /// itself a trusted proxy.
+    #[arg(long, env = "IOTBIND_TRUSTED_PROXIES", global = true, default_value = defaults::TRUSTED_PROXIES)]
+    pub trusted_proxies: Option<String>,
+    /// Password attempts (login, bind, register, password change, unbind) one client address
+    /// may make per minute (IPv6: per /64); `0` turns the limit off, for a deployment that
+    /// limits at its edge. The per-account lockout applies either way.
+    #[arg(long, env = "IOTBIND_PASSWORD_ATTEMPTS_PER_MINUTE", global = true, default_value = defaults::PASSWORD_ATTEMPTS_PER_MINUTE)]
+    pub password_attempts_per_minute: Option<String>,
+    /// How long a client has to send a request's headers, from connecting or from the first
+    /// byte of a request on a kept-alive connection.
+    #[arg(long, env = "IOTBIND_HTTP_HEADER_TIMEOUT", global = true, default_value = defaults::HTTP_HEADER_TIMEOUT)]
+    pub http_header_timeout: Option<String>,
+    /// How long a client has to send a request's body once its headers arrived; a slower
+    /// one gets 408.
+    #[arg(long, env = "IOTBIND_HTTP_BODY_TIMEOUT", global = true, default_value = defaults::HTTP_BODY_TIMEOUT)]
+    pub http_body_timeout: Option<String>,
+    /// How long a kept-alive connection may wait for its next request. Keep it above the
+    /// idle timeout of the proxy in front, so the proxy never sends a request on a connection
+    /// the server is closing.
+    #[arg(long, env = "IOTBIND_HTTP_IDLE_TIMEOUT", global = true, default_value = defaults::HTTP_IDLE_TIMEOUT)]
+    pub http_idle_timeout: Option<String>,
+    /// Embedded broker: how long a new connection has to send its CONNECT before it is
+    /// closed.
+    #[arg(long, env = "IOTBIND_MQTT_HANDSHAKE_TIMEOUT", global = true, default_value = defaults::MQTT_HANDSHAKE_TIMEOUT)]
+    pub mqtt_handshake_timeout: Option<String>,
+    /// Embedded broker: connections one client address (IPv6: /64) may have open before
+    /// they have sent their CONNECT; more are closed at once.
+    #[arg(long, env = "IOTBIND_MQTT_HANDSHAKES_PER_ADDRESS", global = true, default_value = defaults::MQTT_HANDSHAKES_PER_ADDRESS)]
+    pub mqtt_handshakes_per_address: Option<String>,
+    /// Embedded broker: refused CONNECTs (wrong or unknown credentials) one client address
+    /// may make per minute; beyond that its CONNECTs are refused without a look at the
+    /// credentials until the allowance refills. `0` turns the limit off.
+    #[arg(long, env = "IOTBIND_MQTT_FAILED_CONNECTS_PER_MINUTE", global = true, default_value = defaults::MQTT_FAILED_CONNECTS_PER_MINUTE)]
+    pub mqtt_failed_connects_per_minute: Option<String>,
 }
 
 /// Whether the server may take development shortcuts (fake WeChat, generated JWT secret).
@@ -187,6 +238,23 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Capacity of the queue in front of the telemetry writer, in device messages.
     pub telemetry_queue: usize,
+    /// Peers whose forwarding headers name the client; empty: trust none.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `None`: no per-address limit on password attempts.
+    pub password_attempts_per_minute: Option<NonZeroU32>,
+    pub http_timeouts: HttpTimeouts,
+    pub mqtt_handshake_timeout: Duration,
+    pub mqtt_handshakes_per_address: usize,
+    /// `None`: no per-address limit on refused CONNECTs.
+    pub mqtt_failed_connects_per_minute: Option<NonZeroU32>,
+}
+
+/// How long the HTTP server waits for slow or idle clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    pub header: Duration,
+    pub body: Duration,
+    pub idle: Duration,
 }
 
 /// A configuration value that cannot be used, named by its variable and flag.
@@ -366,6 +434,55 @@ impl Settings {
                 &args.telemetry_queue,
                 defaults::TELEMETRY_QUEUE,
             )?,
+            trusted_proxies: networks(
+                "IOTBIND_TRUSTED_PROXIES",
+                "trusted-proxies",
+                non_empty(&args.trusted_proxies).unwrap_or(defaults::TRUSTED_PROXIES),
+            )?,
+            password_attempts_per_minute: rate(
+                "IOTBIND_PASSWORD_ATTEMPTS_PER_MINUTE",
+                "password-attempts-per-minute",
+                &args.password_attempts_per_minute,
+                defaults::PASSWORD_ATTEMPTS_PER_MINUTE,
+            )?,
+            http_timeouts: HttpTimeouts {
+                header: duration(
+                    "IOTBIND_HTTP_HEADER_TIMEOUT",
+                    "http-header-timeout",
+                    &args.http_header_timeout,
+                    defaults::HTTP_HEADER_TIMEOUT,
+                )?,
+                body: duration(
+                    "IOTBIND_HTTP_BODY_TIMEOUT",
+                    "http-body-timeout",
+                    &args.http_body_timeout,
+                    defaults::HTTP_BODY_TIMEOUT,
+                )?,
+                idle: duration(
+                    "IOTBIND_HTTP_IDLE_TIMEOUT",
+                    "http-idle-timeout",
+                    &args.http_idle_timeout,
+                    defaults::HTTP_IDLE_TIMEOUT,
+                )?,
+            },
+            mqtt_handshake_timeout: duration(
+                "IOTBIND_MQTT_HANDSHAKE_TIMEOUT",
+                "mqtt-handshake-timeout",
+                &args.mqtt_handshake_timeout,
+                defaults::MQTT_HANDSHAKE_TIMEOUT,
+            )?,
+            mqtt_handshakes_per_address: count(
+                "IOTBIND_MQTT_HANDSHAKES_PER_ADDRESS",
+                "mqtt-handshakes-per-address",
+                &args.mqtt_handshakes_per_address,
+                defaults::MQTT_HANDSHAKES_PER_ADDRESS,
+            )?,
+            mqtt_failed_connects_per_minute: rate(
+                "IOTBIND_MQTT_FAILED_CONNECTS_PER_MINUTE",
+                "mqtt-failed-connects-per-minute",
+                &args.mqtt_failed_connects_per_minute,
+                defaults::MQTT_FAILED_CONNECTS_PER_MINUTE,
+            )?,
         };
         settings.check_production()?;
         Ok(settings)
@@ -381,6 +498,19 @@ impl Settings {
                 "IOTBIND_WECHAT_SECRET",
                 "wechat-secret",
                 "required in production: the fake WeChat API runs only in development".to_owned(),
+            ));
+        }
+        if let Some(password) = &self.mqtt_password
+            && password.expose_secret().len() < MIN_MQTT_PASSWORD_BYTES
+        {
+            return Err(invalid(
+                "IOTBIND_MQTT_PASSWORD",
+                "mqtt-password",
+                format!(
+                    "must be at least {MIN_MQTT_PASSWORD_BYTES} bytes in production: it is the \
+                     backend's superuser login to the broker (generate one with \
+                     `openssl rand -base64 32`)"
+                ),
             ));
         }
         match &self.jwt_secret {
@@ -454,6 +584,51 @@ fn count(
             format!("{text:?} must be a whole number from 1 up"),
         )
     })
+}
+
+/// A rate per minute: a whole number, where `0` means "no limit".
+fn rate(
+    variable: &'static str,
+    flag: &'static str,
+    value: &Option<String>,
+    default: &str,
+) -> Result<Option<NonZeroU32>, ConfigError> {
+    let text = non_empty(value).unwrap_or(default);
+    text.parse::<u32>().map(NonZeroU32::new).map_err(|_| {
+        invalid(
+            variable,
+            flag,
+            format!("{text:?} must be a whole number (0 turns the limit off)"),
+        )
+    })
+}
+
+/// Comma-separated IP addresses or CIDR ranges; a bare address is a network of one.
+fn networks(
+    variable: &'static str,
+    flag: &'static str,
+    value: &str,
+) -> Result<Vec<IpNet>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    invalid(
+                        variable,
+                        flag,
+                        format!(
+                            "{item:?} is not an IP address or CIDR range such as 10.0.0.0/8 or \
+                             2001:db8::/32"
+                        ),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn non_empty(value: &Option<String>) -> Option<&str> {

@@ -43,6 +43,11 @@ pub const TELEMETRY_QUEUE_DEPTH: &str = "iotbind_telemetry_queue_depth";
 pub const TELEMETRY_FLUSH_SECONDS: &str = "iotbind_telemetry_flush_duration_seconds";
 /// Batches that failed to write and were retried.
 pub const TELEMETRY_WRITE_ERRORS: &str = "iotbind_telemetry_write_errors_total";
+/// argon2 runs, by `operation` (`hash`, `verify`): the cost password attempts put on the
+/// cores.
+pub const PASSWORD_HASHES: &str = "iotbind_password_hashes_total";
+/// Readings whose `ts` lay too far in the future and were stored under their arrival time.
+pub const TELEMETRY_TS_CLAMPED: &str = "iotbind_telemetry_ts_clamped_total";
 /// Commands that reached a final state, by `status`.
 pub const COMMANDS: &str = "iotbind_commands_total";
 

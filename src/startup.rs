@@ -11,18 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use poem::Server;
-use poem::listener::TcpAcceptor;
+use tokio::net::TcpListener;
 
 use crate::api;
 use crate::api::attempts::PasswordAttempts;
+use crate::api::client_address::TrustedProxies;
 use crate::config::{MqttTarget, Settings};
 use crate::db;
 use crate::mqtt::broker::{BackendCredential, EmbeddedBroker};
 use crate::mqtt::client::{ClientConfig, MqttClient, TelemetryRoute};
 use crate::service::code_exchange::CodeExchange;
 use crate::service::commands::{self, CommandRelay};
-use crate::service::credentials::Credentials;
+use crate::service::credentials::{self, Credentials};
 use crate::service::device_messages::DeviceMessages;
 use crate::service::passwords::PasswordHasher;
 use crate::service::{auth, devices, telemetry, tokens};
@@ -34,7 +34,7 @@ const GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A built, not yet running, iotbind server.
 pub struct Application {
-    http: TcpAcceptor,
+    http: TcpListener,
     http_addr: SocketAddr,
     state: AppState,
     /// Present when the broker runs in this process.
@@ -57,8 +57,6 @@ impl Application {
         let http_addr = listener
             .local_addr()
             .context("cannot read the HTTP listener's address")?;
-        let http = TcpAcceptor::from_tokio(listener)
-            .map_err(|err| anyhow::anyhow!("cannot use the HTTP listener: {err}"))?;
 
         if settings.wechat_is_fake() {
             tracing::warn!(
@@ -138,6 +136,7 @@ impl Application {
         }
         mqtt.run(connection, device_messages);
 
+        let settings_password_attempts = settings.password_attempts_per_minute;
         let state = AppState {
             db,
             inline_reads: db::inline::InlineReader::for_url(&settings.database_url)?.map(Arc::new),
@@ -148,10 +147,10 @@ impl Application {
             metrics: crate::metrics::handle(),
             mqtt,
             commands: command_relay,
-            password_attempts: Arc::new(PasswordAttempts::new()),
+            password_attempts: Arc::new(PasswordAttempts::new(settings_password_attempts)),
         };
         Ok(Application {
-            http,
+            http: listener,
             http_addr,
             state,
             broker,
@@ -191,10 +190,23 @@ impl Application {
             "iotbind listening on http://{} (Swagger UI at /docs)",
             self.http_addr
         );
+        let settings = &self.state.settings;
+        tracing::info!(
+            trusted_proxies = %TrustedProxies::new(settings.trusted_proxies.clone()).describe(),
+            password_attempts_per_minute = %settings
+                .password_attempts_per_minute
+                .map_or("off".to_owned(), |n| format!("{n} per client address")),
+            "client addresses and the password attempt limit"
+        );
         let app = api::app(self.state.clone());
-        let served = Server::new_with_acceptor(self.http)
-            .run_with_graceful_shutdown(app, shutdown, Some(GRACEFUL_SHUTDOWN_TIMEOUT))
-            .await;
+        let served = api::server::serve(
+            self.http,
+            app,
+            self.state.settings.http_timeouts,
+            shutdown,
+            GRACEFUL_SHUTDOWN_TIMEOUT,
+        )
+        .await;
         upkeep.abort();
         purge.abort();
         sweeper.abort();
@@ -240,6 +252,9 @@ async fn purge_expired(db: sea_orm::DatabaseConnection) {
         tick.tick().await;
         if let Err(err) = devices::purge_old_claim_failures(&db).await {
             tracing::warn!(error = %err, "purging old failed claims failed; will retry");
+        }
+        if let Err(err) = credentials::purge_stale_failures(&db).await {
+            tracing::warn!(error = %err, "purging old failed logins failed; will retry");
         }
         match (
             auth::purge_expired_tickets(&db).await,

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261121_000001_create_users;
 mod m20261121_000002_create_auth_tables;
 mod m20261121_000003_create_device_tables;
+mod m20261205_000004_create_login_failures;
 
 /// The ordered list of every migration iotbind has ever had.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_create_users::Migration),
             Box::new(m20261121_000002_create_auth_tables::Migration),
             Box::new(m20261121_000003_create_device_tables::Migration),
+            Box::new(m20261205_000004_create_login_failures::Migration),
         ]
     }
 }

@@ -1,6 +1,5 @@
 //! `/api/v1/admin/…`: operator actions, for admins only.
 
-use poem::http::StatusCode;
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
@@ -8,11 +7,12 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::ApiTags;
-use super::error::{ApiError, ApiFailure, DATABASE_UNAVAILABLE};
+use super::error::{ApiFailure, DATABASE_UNAVAILABLE};
 use super::security::BearerAuth;
 use super::text::Text;
 use crate::error_docs;
 use crate::service::devices::{self, ModelName};
+use crate::service::users;
 use crate::state::AppState;
 
 /// Operator actions.
@@ -94,14 +94,7 @@ impl AdminApi {
         state: Data<&AppState>,
         body: Json<ProvisionRequest>,
     ) -> Result<Provisioned, ApiFailure<ProvisionErrors>> {
-        if !auth.0.is_admin() {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "only admins may do this",
-            )
-            .into());
-        }
+        users::require_admin(&state.db, auth.0.sub).await?;
         let Json(body) = body;
         let model = body.model.as_deref().map(ModelName::parse).transpose()?;
         let created = devices::provision(&state.db, body.count, model).await?;

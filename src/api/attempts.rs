@@ -1,74 +1,65 @@
 //! Per-client-address rate limit on password attempts: at most
-//! [`ATTEMPTS_PER_MINUTE`] requests that carry a password (login, bind, password change,
-//! unbind) per minute from one address, across all usernames.
+//! `IOTBIND_PASSWORD_ATTEMPTS_PER_MINUTE` (20) requests that carry a password (login, bind,
+//! register, password change, unbind) per minute from one client address, across all
+//! usernames.
 //!
-//! The per-account lockout of DESIGN §3.1 stops guessing one account's password, but not one
-//! address trying one or two passwords against every account (password spraying), which never
-//! trips any account's lock; and every attempt costs an argon2 hash. Refused attempts are
-//! answered 429 `too_many_attempts` with `Retry-After`.
+//! The per-account lockout stops guessing one account's password, but not one address trying
+//! one or two passwords against every account (password spraying), which never trips any
+//! account's lock; and every attempt costs an argon2 hash. Refused attempts are answered 429
+//! `too_many_attempts` with `Retry-After`.
 //!
 //! Where it is taken: a handler passes [`PasswordAttempts::for_client`] into the service call
-//! as its [`AttemptGate`], and the service asks it right before it would hash a password (see
-//! `service::credentials`). Checking it up front in the handler would answer 429 to requests
-//! that DESIGN §3 orders ahead of credentials (an unknown bind ticket, a weak new password) and
-//! spend an attempt on requests that never hash; splitting each service call around the check
-//! would leak its half-done state into the API layer. The gate keeps the check in the one
-//! place that knows when hashing starts, and the limit (an HTTP concern: client addresses)
-//! out of the service layer.
+//! as its [`AttemptSource`], and the service asks it right before the work the brake exists to
+//! save (see `service::credentials`). Checking it up front in the handler would answer 429 to
+//! requests that the API orders ahead of credentials (an unknown bind ticket, a weak new
+//! password) and spend an attempt on requests that never hash.
 //!
-//! It is kept in this process's memory (governor's GCRA, keyed by address), so N replicas
-//! behind a load balancer allow up to N times the limit: it is a brake on one noisy client,
-//! while the lockout, which lives in the database, is the hard guarantee per account. Behind a
-//! reverse proxy every client has the proxy's address; the deployment must then rate limit at
-//! the proxy (DESIGN leaves TLS termination and the edge to the deployer).
+//! The client is the one [`ClientAddress`] names: behind trusted proxies, the forwarded
+//! address. It is kept in this process's memory (governor's GCRA, keyed by address), so N
+//! replicas allow up to N times the limit: it is a brake on one noisy client, while the
+//! lockout, which lives in the database, is the hard guarantee per account.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use poem::web::RemoteAddr;
 
-use crate::service::credentials::AttemptGate;
+use super::client_address::ClientAddress;
+use crate::service::credentials::AttemptSource;
 
-/// Password attempts one client address may make per minute; also the burst it may make at
-/// once. A person mistyping needs a handful; a script spraying passwords needs thousands.
-pub const ATTEMPTS_PER_MINUTE: u32 = 20;
-
-/// The limiter shared by every request; cheap to clone behind the `Arc` in the state.
+/// The limiter shared by every request; `None` inside when the limit is off.
 pub struct PasswordAttempts {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     clock: DefaultClock,
 }
 
-impl Default for PasswordAttempts {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl PasswordAttempts {
-    pub fn new() -> Self {
-        let per_minute = NonZeroU32::new(ATTEMPTS_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
+    /// `per_minute` attempts per client address per minute, which is also the burst it may
+    /// make at once; `None` allows every attempt.
+    pub fn new(per_minute: Option<NonZeroU32>) -> Self {
         PasswordAttempts {
-            limiter: DefaultKeyedRateLimiter::keyed(Quota::per_minute(per_minute)),
+            limiter: per_minute.map(|n| DefaultKeyedRateLimiter::keyed(Quota::per_minute(n))),
             clock: DefaultClock::default(),
         }
     }
 
-    /// The gate of the client at `remote`, for one request's service call. A request whose
-    /// peer address is not IP (it cannot happen on the TCP listener) is not limited rather
-    /// than refused.
-    pub fn for_client(&self, remote: &RemoteAddr) -> ClientAttempts<'_> {
+    /// The attempts of `client`, for one request's service call.
+    pub fn for_client(&self, client: &ClientAddress) -> ClientAttempts<'_> {
+        let key = client_key(client.0);
         ClientAttempts {
             attempts: self,
-            key: remote.as_socket_addr().map(|addr| client_key(addr.ip())),
+            key,
+            lockout_key: key.to_string(),
         }
     }
 
     /// Takes one attempt for `key`, or the seconds until the next one is allowed.
     fn take(&self, key: &IpAddr) -> Result<(), u64> {
-        self.limiter.check_key(key).map_err(|not_until| {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             // Rounded up: a client that waits the advertised seconds must not be refused again.
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -79,30 +70,36 @@ impl PasswordAttempts {
     /// Forgets addresses whose allowance is full again, so the map does not grow with every
     /// address ever seen; called periodically.
     pub fn forget_idle(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 }
 
-/// One client's share of [`PasswordAttempts`], handed to the service as its [`AttemptGate`].
+/// One client's share of [`PasswordAttempts`], handed to the service as its
+/// [`AttemptSource`].
 pub struct ClientAttempts<'a> {
     attempts: &'a PasswordAttempts,
-    key: Option<IpAddr>,
+    key: IpAddr,
+    lockout_key: String,
 }
 
-impl AttemptGate for ClientAttempts<'_> {
+impl AttemptSource for ClientAttempts<'_> {
+    fn client(&self) -> &str {
+        &self.lockout_key
+    }
+
     fn admit(&self) -> Result<(), u64> {
-        match &self.key {
-            Some(key) => self.attempts.take(key),
-            None => Ok(()),
-        }
+        self.attempts.take(&self.key)
     }
 }
 
 /// The key of a client address: the address itself for IPv4, its /64 network for IPv6,
 /// because one IPv6 host usually holds a whole /64 and could otherwise rotate addresses to get
-/// a fresh allowance with every request. IPv4-mapped IPv6 addresses count as their IPv4 one.
-fn client_key(ip: IpAddr) -> IpAddr {
+/// a fresh allowance (and a fresh lockout count) with every request. IPv4-mapped IPv6
+/// addresses count as their IPv4 one.
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -119,14 +116,20 @@ fn client_key(ip: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
 
-    fn remote(addr: &str) -> RemoteAddr {
-        RemoteAddr(poem::Addr::SocketAddr(addr.parse().unwrap()))
+    const PER_MINUTE: u32 = 20;
+
+    fn remote(addr: &str) -> ClientAddress {
+        ClientAddress(addr.parse::<std::net::SocketAddr>().unwrap().ip())
+    }
+
+    fn limited() -> PasswordAttempts {
+        PasswordAttempts::new(NonZeroU32::new(PER_MINUTE))
     }
 
     #[test]
     fn an_address_gets_its_allowance_then_a_refusal_with_the_seconds_to_wait() {
-        let attempts = PasswordAttempts::new();
-        for _ in 0..ATTEMPTS_PER_MINUTE {
+        let attempts = limited();
+        for _ in 0..PER_MINUTE {
             assert!(
                 attempts
                     .for_client(&remote("192.0.2.1:1000"))
@@ -143,8 +146,8 @@ mod tests {
 
     #[test]
     fn other_addresses_keep_their_own_allowance() {
-        let attempts = PasswordAttempts::new();
-        for _ in 0..=ATTEMPTS_PER_MINUTE {
+        let attempts = limited();
+        for _ in 0..=PER_MINUTE {
             let _ = attempts.for_client(&remote("192.0.2.1:1000")).admit();
         }
         assert!(
@@ -157,8 +160,8 @@ mod tests {
 
     #[test]
     fn a_gate_that_is_never_asked_takes_nothing() {
-        let attempts = PasswordAttempts::new();
-        for _ in 0..10 * ATTEMPTS_PER_MINUTE {
+        let attempts = limited();
+        for _ in 0..10 * PER_MINUTE {
             let _unused = attempts.for_client(&remote("192.0.2.1:1000"));
         }
         assert!(
@@ -166,6 +169,25 @@ mod tests {
                 .for_client(&remote("192.0.2.1:1000"))
                 .admit()
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn with_the_limit_off_every_attempt_is_admitted_and_the_lockout_key_stays() {
+        let attempts = PasswordAttempts::new(None);
+        for _ in 0..10 * PER_MINUTE {
+            assert!(
+                attempts
+                    .for_client(&remote("192.0.2.1:1000"))
+                    .admit()
+                    .is_ok()
+            );
+        }
+        assert_eq!(
+            attempts
+                .for_client(&remote("[2001:db8:1:2::9]:1000"))
+                .client(),
+            "2001:db8:1:2::"
         );
     }
 

@@ -1,13 +1,14 @@
 //! `/api/v1/auth/…`: WeChat login, the bind and register pages, password login, refresh and
 //! logout.
 
-use poem::web::{Data, RemoteAddr};
+use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
 
 use super::ApiTags;
+use super::client_address::ClientAddress;
 use super::error::{ApiFailure, DATABASE_UNAVAILABLE};
 use super::models::{Authenticated, BindRequired, WechatLoginResult};
 use super::text::Text;
@@ -139,8 +140,9 @@ error_docs!(BindErrors {
     401: "`invalid_bind_ticket` (unknown, used, expired or worn out) or `invalid_credentials`",
     409: "`account_already_bound` or `wechat_already_bound`",
     413: "`payload_too_large`",
-    429: "`too_many_attempts`: the account is locked after 5 wrong passwords, or this address \
-          made more than 20 password attempts in a minute",
+    429: "`too_many_attempts`: the account is locked for this address after 5 wrong passwords \
+          from it (or for everyone after 50 from all addresses), or this address made more \
+          password attempts in a minute than the server allows (20 by default)",
     503: DATABASE_UNAVAILABLE,
 });
 
@@ -150,6 +152,8 @@ error_docs!(RegisterErrors {
     409: "`username_taken` or `wechat_already_bound`",
     413: "`payload_too_large`",
     422: "`invalid_username`, `weak_password` or `invalid_nickname`",
+    429: "`too_many_attempts`: this address made more password attempts in a minute than the \
+          server allows (20 by default)",
     503: DATABASE_UNAVAILABLE,
 });
 
@@ -157,8 +161,9 @@ error_docs!(LoginErrors {
     400: "`invalid_request`: malformed body",
     401: "`invalid_credentials`: unknown username or wrong password (the same answer)",
     413: "`payload_too_large`",
-    429: "`too_many_attempts`: the account is locked after 5 wrong passwords, or this address \
-          made more than 20 password attempts in a minute",
+    429: "`too_many_attempts`: the account is locked for this address after 5 wrong passwords \
+          from it (or for everyone after 50 from all addresses), or this address made more \
+          password attempts in a minute than the server allows (20 by default)",
     503: DATABASE_UNAVAILABLE,
 });
 
@@ -243,7 +248,7 @@ impl AuthApi {
     async fn wechat_bind(
         &self,
         state: Data<&AppState>,
-        remote: &RemoteAddr,
+        client: Data<&ClientAddress>,
         body: Json<BindRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<BindErrors>> {
         let Json(body) = body;
@@ -254,7 +259,7 @@ impl AuthApi {
                 &body.bind_ticket,
                 &body.username,
                 SecretString::from(body.password),
-                &state.password_attempts.for_client(remote),
+                &state.password_attempts.for_client(&client),
             )
             .await,
         )?;
@@ -272,6 +277,7 @@ impl AuthApi {
     async fn wechat_register(
         &self,
         state: Data<&AppState>,
+        client: Data<&ClientAddress>,
         body: Json<RegisterRequest>,
     ) -> Result<Registered, ApiFailure<RegisterErrors>> {
         let Json(body) = body;
@@ -280,9 +286,12 @@ impl AuthApi {
             auth::register(
                 &state,
                 &body.bind_ticket,
-                &body.username,
-                SecretString::from(body.password),
-                body.nickname.map(Text::into_inner),
+                auth::Registration {
+                    username: body.username.into_inner(),
+                    password: SecretString::from(body.password),
+                    nickname: body.nickname.map(Text::into_inner),
+                },
+                &state.password_attempts.for_client(&client),
             )
             .await,
         )?;
@@ -296,7 +305,7 @@ impl AuthApi {
     async fn login(
         &self,
         state: Data<&AppState>,
-        remote: &RemoteAddr,
+        client: Data<&ClientAddress>,
         body: Json<LoginRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<LoginErrors>> {
         let Json(body) = body;
@@ -306,7 +315,7 @@ impl AuthApi {
                 &state,
                 &body.username,
                 SecretString::from(body.password),
-                &state.password_attempts.for_client(remote),
+                &state.password_attempts.for_client(&client),
             )
             .await,
         )?;

@@ -134,6 +134,19 @@ impl ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        // RFC 6750: a 401 names the scheme that would be accepted, and says when the token
+        // itself was the problem.
+        if self.status == StatusCode::UNAUTHORIZED {
+            let challenge = if self.code == "invalid_token" {
+                r#"Bearer error="invalid_token""#
+            } else {
+                "Bearer"
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         response
     }
 }
@@ -319,5 +332,15 @@ pub fn payload_too_large() -> ApiError {
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
         "the body is larger than 64 KiB",
+    )
+}
+
+/// The answer to a body that did not arrive in time; the connection is closed after it, since
+/// the rest of that body may still be on its way.
+pub fn request_timeout() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "the request body did not arrive in time",
     )
 }

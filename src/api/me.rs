@@ -1,12 +1,13 @@
 //! `/api/v1/me…`: the signed-in user's account, password and WeChat link.
 
-use poem::web::{Data, RemoteAddr};
+use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
 
 use super::ApiTags;
+use super::client_address::ClientAddress;
 use super::error::{ApiFailure, DATABASE_UNAVAILABLE};
 use super::models::User;
 use super::security::BearerAuth;
@@ -118,8 +119,9 @@ error_docs!(ChangePasswordErrors {
     401: "`invalid_token` or `invalid_credentials` (wrong current password)",
     413: "`payload_too_large`",
     422: "`weak_password`",
-    429: "`too_many_attempts`: the account is locked after 5 wrong passwords, or this address \
-          made more than 20 password attempts in a minute",
+    429: "`too_many_attempts`: the account is locked for this address after 5 wrong passwords \
+          from it (or for everyone after 50 from all addresses), or this address made more \
+          password attempts in a minute than the server allows (20 by default)",
     503: DATABASE_UNAVAILABLE,
 });
 
@@ -128,8 +130,9 @@ error_docs!(UnbindErrors {
     401: "`invalid_token` or `invalid_credentials`",
     404: "`not_bound`: no WeChat identity is linked",
     413: "`payload_too_large`",
-    429: "`too_many_attempts`: the account is locked after 5 wrong passwords, or this address \
-          made more than 20 password attempts in a minute",
+    429: "`too_many_attempts`: the account is locked for this address after 5 wrong passwords \
+          from it (or for everyone after 50 from all addresses), or this address made more \
+          password attempts in a minute than the server allows (20 by default)",
     503: DATABASE_UNAVAILABLE,
 });
 
@@ -199,7 +202,7 @@ impl MeApi {
         &self,
         auth: BearerAuth,
         state: Data<&AppState>,
-        remote: &RemoteAddr,
+        client: Data<&ClientAddress>,
         body: Json<ChangePasswordRequest>,
     ) -> Result<Done, ApiFailure<ChangePasswordErrors>> {
         let Json(body) = body;
@@ -208,7 +211,7 @@ impl MeApi {
             auth.0.sub,
             SecretString::from(body.current_password),
             SecretString::from(body.new_password),
-            &state.password_attempts.for_client(remote),
+            &state.password_attempts.for_client(&client),
         )
         .await?;
         Ok(Done::NoContent)
@@ -226,7 +229,7 @@ impl MeApi {
         &self,
         auth: BearerAuth,
         state: Data<&AppState>,
-        remote: &RemoteAddr,
+        client: Data<&ClientAddress>,
         body: Json<UnbindRequest>,
     ) -> Result<Done, ApiFailure<UnbindErrors>> {
         let Json(body) = body;
@@ -234,7 +237,7 @@ impl MeApi {
             &state,
             auth.0.sub,
             SecretString::from(body.password),
-            &state.password_attempts.for_client(remote),
+            &state.password_attempts.for_client(&client),
         )
         .await?;
         Ok(Done::NoContent)

@@ -1,19 +1,23 @@
-//! The envelope around every request: request id, tracing span, body size limit, JSON errors,
-//! metrics and the access log line.
+//! The envelope around every request: request id, client address, tracing span, body size
+//! and time limits, JSON errors, metrics and the access log line.
 //!
 //! One middleware rather than five because they share the same facts (the id, the route, the
 //! final status) and their order matters: the error must be mapped to JSON before its status
 //! is counted, and logged inside the span that carries the request id.
 
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use poem::http::{HeaderValue, Method, StatusCode, header};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::error::{ApiError, MAX_BODY_BYTES, error_to_api_error, payload_too_large};
+use super::client_address::TrustedProxies;
+use super::error::{
+    ApiError, MAX_BODY_BYTES, error_to_api_error, payload_too_large, request_timeout,
+};
 use crate::metrics as app_metrics;
 
 /// Header that carries the request id in and out.
@@ -24,19 +28,38 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub struct RequestId(pub String);
 
 /// See the module documentation.
-pub struct RequestEnvelope;
+pub struct RequestEnvelope {
+    proxies: Arc<TrustedProxies>,
+    body_timeout: Duration,
+}
+
+impl RequestEnvelope {
+    /// `proxies` name the client behind them; a body must arrive within `body_timeout`.
+    pub fn new(proxies: TrustedProxies, body_timeout: Duration) -> RequestEnvelope {
+        RequestEnvelope {
+            proxies: Arc::new(proxies),
+            body_timeout,
+        }
+    }
+}
 
 impl<E: Endpoint> Middleware<E> for RequestEnvelope {
     type Output = RequestEnvelopeEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        RequestEnvelopeEndpoint { inner }
+        RequestEnvelopeEndpoint {
+            inner,
+            proxies: self.proxies.clone(),
+            body_timeout: self.body_timeout,
+        }
     }
 }
 
 /// The endpoint [`RequestEnvelope`] wraps around the app.
 pub struct RequestEnvelopeEndpoint<E> {
     inner: E,
+    proxies: Arc<TrustedProxies>,
+    body_timeout: Duration,
 }
 
 impl<E: Endpoint> Endpoint for RequestEnvelopeEndpoint<E> {
@@ -46,12 +69,25 @@ impl<E: Endpoint> Endpoint for RequestEnvelopeEndpoint<E> {
         let started = Instant::now();
         let request_id = incoming_request_id(&req).unwrap_or_else(|| Uuid::new_v4().to_string());
         req.extensions_mut().insert(RequestId(request_id.clone()));
+        // Every listener of ours is TCP, so the peer is an IP address.
+        let peer = req
+            .remote_addr()
+            .as_socket_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
+        let client = self.proxies.client(peer, req.headers());
+        req.extensions_mut().insert(client);
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let span = tracing::info_span!("request", id = %request_id, %method, %path);
+        let span = tracing::info_span!(
+            "request",
+            id = %request_id,
+            client = %client.0,
+            %method,
+            %path
+        );
 
         async move {
-            let result = match limit_body(&mut req).await {
+            let result = match limit_body(&mut req, self.body_timeout).await {
                 Ok(()) => self.inner.call(req).await.map(IntoResponse::into_response),
                 Err(error) => Err(poem::Error::from(error)),
             };
@@ -61,6 +97,13 @@ impl<E: Endpoint> Endpoint for RequestEnvelopeEndpoint<E> {
             };
             if let Ok(value) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            // The rest of a body that timed out may still be on its way: the connection
+            // cannot carry another request.
+            if response.status() == StatusCode::REQUEST_TIMEOUT {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // HTTP requires a 405 to say which methods the path does accept.
             if response.status() == StatusCode::METHOD_NOT_ALLOWED {
@@ -147,8 +190,9 @@ fn incoming_request_id(req: &Request) -> Option<String> {
 }
 
 /// Reads at most [`MAX_BODY_BYTES`] of the body, so a huge or endless upload costs us 64 KiB of
-/// memory and gets a 413, whether or not it announced its length.
-async fn limit_body(req: &mut Request) -> Result<(), ApiError> {
+/// memory and gets a 413, whether or not it announced its length; and at most for `timeout`, so
+/// a client that sends half a body and stalls gets a 408 and its connection back is closed.
+async fn limit_body(req: &mut Request, timeout: Duration) -> Result<(), ApiError> {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
@@ -161,7 +205,11 @@ async fn limit_body(req: &mut Request) -> Result<(), ApiError> {
         return Err(payload_too_large());
     }
     let body = req.take_body();
-    match body.into_bytes_limit(MAX_BODY_BYTES).await {
+    let Ok(read) = tokio::time::timeout(timeout, body.into_bytes_limit(MAX_BODY_BYTES)).await
+    else {
+        return Err(request_timeout());
+    };
+    match read {
         Ok(bytes) => {
             req.set_body(Body::from(bytes));
             Ok(())

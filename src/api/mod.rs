@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod attempts;
 pub mod auth;
+pub mod client_address;
 pub mod devices;
 pub mod error;
 pub mod me;
@@ -12,6 +13,7 @@ pub mod middleware;
 pub mod models;
 pub mod operations;
 pub mod security;
+pub mod server;
 mod service_errors;
 pub mod text;
 
@@ -85,8 +87,10 @@ pub fn app(state: AppState) -> impl Endpoint {
             ),
         );
     }
+    let proxies = client_address::TrustedProxies::new(state.settings.trusted_proxies.clone());
+    let body_timeout = state.settings.http_timeouts.body;
     route
         .nest("/", api)
         .data(state)
-        .with(middleware::RequestEnvelope)
+        .with(middleware::RequestEnvelope::new(proxies, body_timeout))
 }

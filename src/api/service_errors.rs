@@ -9,7 +9,7 @@ use crate::service::credentials::CredentialError;
 use crate::service::devices::DeviceError;
 use crate::service::me::MeError;
 use crate::service::tokens::TokenError;
-use crate::service::users::UserError;
+use crate::service::users::{AdminError, UserError};
 use crate::wechat::client::WechatError;
 
 /// Seconds a client should wait after WeChat rate-limited us.
@@ -178,6 +178,7 @@ impl IntoApiError for MeError {
 impl IntoApiError for DeviceError {
     fn into_api_error(self) -> ApiError {
         match self {
+            DeviceError::AccountGone => TokenError::InvalidAccessToken.into_api_error(),
             DeviceError::NotFound => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "device_not_found",
@@ -225,6 +226,20 @@ impl IntoApiError for CommandError {
                 why,
             ),
             CommandError::Internal(err) => ApiError::internal(err),
+        }
+    }
+}
+
+impl IntoApiError for AdminError {
+    fn into_api_error(self) -> ApiError {
+        match self {
+            AdminError::AccountGone => TokenError::InvalidAccessToken.into_api_error(),
+            AdminError::NotAdmin => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only admins may do this",
+            ),
+            AdminError::Internal(err) => ApiError::internal(err),
         }
     }
 }

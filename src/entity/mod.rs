@@ -7,6 +7,7 @@ pub mod bind_tickets;
 pub mod claim_failures;
 pub mod commands;
 pub mod devices;
+pub mod login_failures;
 pub mod refresh_families;
 pub mod refresh_tokens;
 pub mod server_secrets;

@@ -18,11 +18,12 @@ pub struct Model {
     pub role: Role,
     pub created_at: ChronoDateTimeUtc,
     pub updated_at: ChronoDateTimeUtc,
-    /// Wrong passwords in the current lockout window.
+    /// Wrong passwords from all client addresses together in the current window: the
+    /// account-wide backstop against guessing from many addresses.
     pub failed_logins: i32,
-    /// When the current lockout window began (unix ms).
+    /// When the current backstop window began (unix ms).
     pub failed_window_start: Option<i64>,
-    /// Password attempts are refused until then (unix ms).
+    /// Password attempts from every address are refused until then (unix ms).
     pub locked_until: Option<i64>,
 }
 

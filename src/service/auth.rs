@@ -12,7 +12,7 @@ use sea_orm::{
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::credentials::{AttemptGate, CredentialError};
+use super::credentials::{self, AttemptSource, CredentialError};
 use super::tokens::{TokenError, TokenPair, hash_token, now_ms, random_token};
 use super::users::{self, NewUser, Password, UserError, Username};
 use crate::entity::users::Role;
@@ -151,18 +151,18 @@ async fn live_ticket(
 }
 
 /// `POST /auth/wechat/bind`: links the ticket's openid to an existing account. The ticket is
-/// checked first; `gate` is asked only once a password is about to be verified.
+/// checked first; `source` is asked only once a password is about to be verified.
 pub async fn bind(
     state: &AppState,
     ticket: &str,
     username: &str,
     password: SecretString,
-    gate: &dyn AttemptGate,
+    source: &dyn AttemptSource,
 ) -> Result<Session, AuthError> {
     let ticket = live_ticket(&state.db, ticket).await?;
     let user = match state
         .credentials
-        .check_login(&state.db, username, password, gate)
+        .check_login(&state.db, username, password, source)
         .await
     {
         Ok(user) => user,
@@ -186,17 +186,28 @@ pub async fn bind(
 }
 
 /// `POST /auth/wechat/register`: creates an account for the ticket's openid.
+///
+/// A register carries a password and costs a hash, so it takes an attempt from `source` like
+/// a login does, once the ticket and the fields' rules have passed (they keep their own
+/// answers). A taken username is found before the hash: probing names then costs an attempt
+/// and no argon2 work. The unique index still decides a race between two registers.
 pub async fn register(
     state: &AppState,
     ticket: &str,
-    username: &str,
-    password: SecretString,
-    nickname: Option<String>,
+    registration: Registration,
+    source: &dyn AttemptSource,
 ) -> Result<Session, AuthError> {
     let ticket = live_ticket(&state.db, ticket).await?;
-    let username = Username::parse(username)?;
-    let password = Password::parse(password, &username)?;
-    let nickname = nickname.map(|n| users::Nickname::parse(&n)).transpose()?;
+    let username = Username::parse(&registration.username)?;
+    let password = Password::parse(registration.password, &username)?;
+    let nickname = registration
+        .nickname
+        .map(|n| users::Nickname::parse(&n))
+        .transpose()?;
+    credentials::admit(source)?;
+    if users::username_taken(&state.db, &username).await? {
+        return Err(UserError::UsernameTaken.into());
+    }
     let password_hash = users::hash_password(state.credentials.hasher(), password).await?;
 
     let txn = state.db.begin().await?;
@@ -212,6 +223,13 @@ pub async fn register(
     )
     .await?;
     finish_link(state, txn, user, &ticket).await
+}
+
+/// What the register page sends besides the ticket.
+pub struct Registration {
+    pub username: String,
+    pub password: SecretString,
+    pub nickname: Option<String>,
 }
 
 /// Links the ticket's openid to `user`, starts their first login and commits the transaction
@@ -280,16 +298,16 @@ async fn link_identity(
     }
 }
 
-/// `POST /auth/login`; `gate` is asked right before the password is verified.
+/// `POST /auth/login`; `source` is asked right before the password is verified.
 pub async fn password_login(
     state: &AppState,
     username: &str,
     password: SecretString,
-    gate: &dyn AttemptGate,
+    source: &dyn AttemptSource,
 ) -> Result<Session, AuthError> {
     let user = state
         .credentials
-        .check_login(&state.db, username, password, gate)
+        .check_login(&state.db, username, password, source)
         .await?;
     let wechat_bound = is_wechat_bound(state, user.id).await?;
     let tokens = state.tokens.start_family(&state.db, &user).await?;

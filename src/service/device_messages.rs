@@ -14,6 +14,25 @@ use crate::mqtt::client::Inbound;
 use crate::mqtt::payload;
 use crate::mqtt::topics::{DeviceTopic, TopicKind};
 
+/// How far ahead of the server's clock a device's `ts` may be: clocks drift a little, and a
+/// reading a few seconds "early" is still the reading it was.
+pub const FUTURE_TS_TOLERANCE_MS: i64 = 60_000;
+
+/// The time a reading is stored under: the device's `ts`, or the arrival time when it sent
+/// none or one further in the future than [`FUTURE_TS_TOLERANCE_MS`]. A far-future `ts` would
+/// otherwise stay the device's latest reading for as long as the clock was wrong.
+fn reading_time(device_id: uuid::Uuid, ts: Option<i64>, received_at: i64) -> i64 {
+    match ts {
+        Some(ts) if ts > received_at + FUTURE_TS_TOLERANCE_MS => {
+            metrics::counter!(crate::metrics::TELEMETRY_TS_CLAMPED).increment(1);
+            tracing::debug!(%device_id, ts, received_at, "a reading from the future is stored under its arrival time");
+            received_at
+        }
+        Some(ts) => ts,
+        None => received_at,
+    }
+}
+
 /// The backend's handler for device topics.
 #[derive(Clone)]
 pub struct DeviceMessages {
@@ -31,7 +50,7 @@ impl Inbound for DeviceMessages {
         let kind = match topic.kind {
             TopicKind::Telemetry => match payload::parse_telemetry(&body) {
                 Ok(telemetry) => EventKind::Telemetry {
-                    ts: telemetry.ts.unwrap_or(received_at),
+                    ts: reading_time(device_id, telemetry.ts, received_at),
                     values_json: telemetry.values_json,
                 },
                 Err(err) => {

@@ -24,6 +24,9 @@ const LABEL_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Why a device operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
+    /// The token names an account that no longer exists.
+    #[error("the account no longer exists")]
+    AccountGone,
     /// Not there, or not the caller's.
     #[error("no such device")]
     NotFound,
@@ -54,7 +57,7 @@ pub fn hash_secret(secret: impl AsRef<[u8]>) -> String {
     hex::encode(Sha256::digest(secret.as_ref()))
 }
 
-/// A device name: 1–64 characters, no control characters, trimmed.
+/// A device name: 1–64 characters, no control or invisible format characters, trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceName(String);
 
@@ -64,9 +67,9 @@ impl DeviceName {
         if !(1..=64).contains(&trimmed.chars().count()) {
             return Err(DeviceError::InvalidName("must be 1 to 64 characters long"));
         }
-        if trimmed.chars().any(char::is_control) {
+        if trimmed.chars().any(super::text::is_hidden_or_control) {
             return Err(DeviceError::InvalidName(
-                "must not contain control characters",
+                "must not contain control or invisible formatting characters",
             ));
         }
         Ok(DeviceName(trimmed.to_owned()))
@@ -203,6 +206,11 @@ pub async fn claim(
     claim_code: &str,
     name: Option<DeviceName>,
 ) -> Result<DeviceView, DeviceError> {
+    // A claim writes rows that point at the account: for an account that is gone they would
+    // break the foreign key, so that is found out first and answered as the bad token it is.
+    if !super::users::account_exists(db, user_id).await? {
+        return Err(DeviceError::AccountGone);
+    }
     let now = now_ms();
     let window_start = now - HOUR_MS;
     // One read gives both the count and, for Retry-After, when the oldest failure leaves the
@@ -291,6 +299,10 @@ pub async fn list(
         .order_by_asc(devices::Column::Id)
         .all(db)
         .await?;
+    // No devices may also mean no account: only then is it worth a second read.
+    if owned.is_empty() && !super::users::account_exists(db, user_id).await? {
+        return Err(DeviceError::AccountGone);
+    }
     let mut views = Vec::with_capacity(owned.len());
     for device in owned {
         views.push(view(db, device).await?);
@@ -312,10 +324,13 @@ async fn view(
     db: &impl ConnectionTrait,
     device: devices::Model,
 ) -> Result<DeviceView, DeviceError> {
+    // Ownership is decided by when the server received a row, never by the device's own
+    // `ts`: a device that sends timestamps from the future must not carry one owner's readings
+    // into the next owner's view.
     let since = device.claimed_at.unwrap_or(i64::MAX);
     let latest = telemetry::Entity::find()
         .filter(telemetry::Column::DeviceId.eq(device.id))
-        .filter(telemetry::Column::Ts.gte(since))
+        .filter(telemetry::Column::ReceivedAt.gte(since))
         .order_by_desc(telemetry::Column::Ts)
         .order_by_desc(telemetry::Column::Id)
         .select_only()

@@ -8,7 +8,7 @@ use sea_orm::{
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use super::credentials::{AttemptGate, CredentialError};
+use super::credentials::{AttemptSource, CredentialError};
 use super::tokens::{self, TokenError, now_ms};
 use super::users::{self, AvatarUrl, Nickname, Password, UserError, Username};
 use crate::db::inline::InlineReadError;
@@ -197,22 +197,22 @@ pub async fn update_profile(
     profile(state, user_id).await
 }
 
-/// `PUT /me/password`: the new password's rules first, then the current password (`gate` is
-/// asked right before it is verified); success signs out every session by revoking all
+/// `PUT /me/password`: the new password's rules first, then the current password (`source`
+/// is asked right before it is verified); success signs out every session by revoking all
 /// refresh families.
 pub async fn change_password(
     state: &AppState,
     user_id: Uuid,
     current: SecretString,
     new: SecretString,
-    gate: &dyn AttemptGate,
+    source: &dyn AttemptSource,
 ) -> Result<(), MeError> {
     let user = account(state, user_id).await?;
     let username = Username::parse(&user.username)?;
     let new = Password::parse(new, &username)?;
     state
         .credentials
-        .check(&state.db, &user, current, gate)
+        .check(&state.db, &user, current, source)
         .await?;
     let hash = users::hash_password(state.credentials.hasher(), new).await?;
     let txn = state.db.begin().await?;
@@ -228,26 +228,31 @@ pub async fn change_password(
 }
 
 /// `POST /me/wechat/unbind`: needs the password, so a stolen phone alone cannot move the
-/// account to another WeChat user; `gate` is asked right before it is verified.
+/// account to another WeChat user; `source` is asked right before it is verified. It also
+/// signs out every session, as a password change does: the phone that held the WeChat login
+/// must not keep a refresh token of an account it is no longer linked to.
 pub async fn unbind(
     state: &AppState,
     user_id: Uuid,
     password: SecretString,
-    gate: &dyn AttemptGate,
+    source: &dyn AttemptSource,
 ) -> Result<(), MeError> {
     let user = account(state, user_id).await?;
     state
         .credentials
-        .check(&state.db, &user, password, gate)
+        .check(&state.db, &user, password, source)
         .await?;
+    let txn = state.db.begin().await?;
     let deleted = wechat_identities::Entity::delete_many()
         .filter(wechat_identities::Column::UserId.eq(user_id))
         .filter(wechat_identities::Column::Appid.eq(state.settings.wechat_appid.as_str()))
-        .exec(&state.db)
+        .exec(&txn)
         .await?;
     if deleted.rows_affected == 0 {
         return Err(MeError::NotBound);
     }
+    tokens::revoke_all(&txn, user_id).await?;
+    txn.commit().await?;
     Ok(())
 }
 
@@ -288,7 +293,7 @@ pub async fn update_from_wechat(
         .as_str()
         .map(|n| {
             n.chars()
-                .filter(|c| !c.is_control())
+                .filter(|c| !super::text::is_hidden_or_control(*c))
                 .take(32)
                 .collect::<String>()
         })

@@ -10,5 +10,6 @@ pub mod health;
 pub mod me;
 pub mod passwords;
 pub mod telemetry;
+pub mod text;
 pub mod tokens;
 pub mod users;

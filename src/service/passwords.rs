@@ -6,6 +6,7 @@
 //! exhausting memory and the pool.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
@@ -24,6 +25,9 @@ fn argon2() -> anyhow::Result<Argon2<'static>> {
 #[derive(Clone)]
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
+    /// argon2 runs so far (hashes and verifications): the work the attempt limits exist to
+    /// save, so an operator (`/metrics`) and a test can see what a request cost.
+    runs: Arc<AtomicU64>,
 }
 
 impl PasswordHasher {
@@ -31,7 +35,13 @@ impl PasswordHasher {
     pub fn new(concurrency: usize) -> Self {
         PasswordHasher {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            runs: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How many hashes and verifications this hasher has run.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
     }
 
     /// Sized to the machine's cores.
@@ -41,7 +51,7 @@ impl PasswordHasher {
 
     /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) with a fresh random salt.
     pub async fn hash(&self, password: SecretString) -> anyhow::Result<String> {
-        self.run(move || {
+        self.run("hash", move || {
             let salt_bytes: [u8; 16] = rand::random();
             let salt = SaltString::encode_b64(&salt_bytes)
                 .map_err(|e| anyhow::anyhow!("cannot encode salt: {e}"))?;
@@ -55,7 +65,7 @@ impl PasswordHasher {
 
     /// True when `password` matches `phc`; an unparsable stored hash is an error, not a "no".
     pub async fn verify(&self, password: SecretString, phc: String) -> anyhow::Result<bool> {
-        self.run(move || {
+        self.run("verify", move || {
             let parsed = PasswordHash::new(&phc)
                 .map_err(|e| anyhow::anyhow!("stored password hash is not a PHC string: {e}"))?;
             Ok(argon2()?
@@ -67,6 +77,7 @@ impl PasswordHasher {
 
     async fn run<T: Send + 'static>(
         &self,
+        operation: &'static str,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         let _permit = self
@@ -74,6 +85,8 @@ impl PasswordHasher {
             .acquire()
             .await
             .context("password hasher is shut down")?;
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::PASSWORD_HASHES, "operation" => operation).increment(1);
         tokio::task::spawn_blocking(work)
             .await
             .context("password hashing task panicked")?

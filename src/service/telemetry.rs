@@ -388,11 +388,15 @@ pub async fn history(
     query: HistoryQuery,
 ) -> Result<HistoryPage, DeviceError> {
     let device = devices::owned(db, user_id, device_id).await?;
+    // The owner's rows are those received since their claim (whatever `ts` the device put on
+    // them); `from` and `to` select by `ts` among those.
     let since = device.claimed_at.unwrap_or(i64::MAX);
-    let from = query.from.map_or(since, |from| from.max(since));
     let mut select = telemetry::Entity::find()
         .filter(telemetry::Column::DeviceId.eq(device_id))
-        .filter(telemetry::Column::Ts.gte(from));
+        .filter(telemetry::Column::ReceivedAt.gte(since));
+    if let Some(from) = query.from {
+        select = select.filter(telemetry::Column::Ts.gte(from));
+    }
     if let Some(to) = query.to {
         select = select.filter(telemetry::Column::Ts.lt(to));
     }

@@ -64,12 +64,6 @@ pub struct AccessClaims {
     pub aud: String,
 }
 
-impl AccessClaims {
-    pub fn is_admin(&self) -> bool {
-        self.role == "admin"
-    }
-}
-
 /// A new access + refresh token pair.
 #[derive(Debug, Clone)]
 pub struct TokenPair {
@@ -104,6 +98,8 @@ impl TokenService {
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
         validation.leeway = LEEWAY_SECS;
+        // A token that says it is not valid yet is refused until it is (within the leeway).
+        validation.validate_nbf = true;
         TokenService {
             encoding: EncodingKey::from_secret(key),
             decoding: DecodingKey::from_secret(key),
@@ -130,11 +126,18 @@ impl TokenService {
             .context("cannot sign an access token")
     }
 
-    /// Checks signature, algorithm, expiry, issuer and audience.
+    /// Checks signature, algorithm, expiry, not-before, issuer and audience, and that it was
+    /// not issued in the future: we never sign such a token, so one is forged with our key or
+    /// signed by a server whose clock is wrong, and neither should be believed.
     pub fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
-        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|_| TokenError::InvalidAccessToken)
+            .map_err(|_| TokenError::InvalidAccessToken)?;
+        let now = chrono::Utc::now().timestamp();
+        if claims.iat > now + LEEWAY_SECS as i64 {
+            return Err(TokenError::InvalidAccessToken);
+        }
+        Ok(claims)
     }
 
     /// Starts a new family (one per login) and returns its first pair.

@@ -96,7 +96,7 @@ impl Password {
     }
 }
 
-/// A display name: 1–32 characters, no control characters.
+/// A display name: 1–32 characters, no control or invisible format characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nickname(String);
 
@@ -106,9 +106,9 @@ impl Nickname {
         if !(1..=32).contains(&length) || raw.trim().is_empty() {
             return Err(UserError::InvalidNickname("must be 1 to 32 characters"));
         }
-        if raw.chars().any(char::is_control) {
+        if raw.chars().any(super::text::is_hidden_or_control) {
             return Err(UserError::InvalidNickname(
-                "must not contain control characters",
+                "must not contain control or invisible formatting characters",
             ));
         }
         Ok(Nickname(raw.to_owned()))
@@ -154,6 +154,61 @@ pub struct NewUser {
 /// Hashes a new password (on the blocking pool).
 pub async fn hash_password(hasher: &PasswordHasher, password: Password) -> anyhow::Result<String> {
     hasher.hash(password.into_secret()).await
+}
+
+/// Whether the account `user_id` still exists: a signed token outlives a deleted account.
+pub async fn account_exists(db: &impl ConnectionTrait, user_id: Uuid) -> Result<bool, DbErr> {
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    Ok(users::Entity::find_by_id(user_id).count(db).await? > 0)
+}
+
+/// Why an operator action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The token names an account that no longer exists.
+    #[error("the account no longer exists")]
+    AccountGone,
+    #[error("only admins may do this")]
+    NotAdmin,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<DbErr> for AdminError {
+    fn from(err: DbErr) -> Self {
+        AdminError::Internal(anyhow::Error::new(err).context("database error on the role check"))
+    }
+}
+
+/// Admin routes ask the database, not the token: a token's `role` claim lives up to the
+/// access token's lifetime, and a demoted admin must lose the rights at once.
+pub async fn require_admin(db: &impl ConnectionTrait, user_id: Uuid) -> Result<(), AdminError> {
+    use sea_orm::{EntityTrait, QuerySelect};
+    let role: Option<Role> = users::Entity::find_by_id(user_id)
+        .select_only()
+        .column(users::Column::Role)
+        .into_tuple()
+        .one(db)
+        .await?;
+    match role {
+        None => Err(AdminError::AccountGone),
+        Some(Role::Admin) => Ok(()),
+        Some(Role::User) => Err(AdminError::NotAdmin),
+    }
+}
+
+/// Whether an account already has `username`. A hint only, so that registering a taken name
+/// costs no password hash: between this and the insert, the unique index decides.
+pub async fn username_taken(
+    db: &impl ConnectionTrait,
+    username: &Username,
+) -> Result<bool, UserError> {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    Ok(users::Entity::find()
+        .filter(users::Column::Username.eq(username.as_str()))
+        .count(db)
+        .await?
+        > 0)
 }
 
 /// Creates an account; the database's unique index decides a race for one username.
@@ -240,6 +295,8 @@ mod tests {
         assert!(Nickname::parse("").is_err());
         assert!(Nickname::parse("   ").is_err());
         assert!(Nickname::parse("a\u{0}b").is_err());
+        assert!(Nickname::parse("evil\u{202E}gnp.exe").is_err());
+        assert!(Nickname::parse("a\u{200B}b").is_err());
     }
 
     #[test]

@@ -398,7 +398,7 @@ async fn password_login_answers_authenticated() {
 }
 
 #[tokio::test]
-async fn the_fifth_wrong_password_locks_the_account_for_everyone() {
+async fn the_fifth_wrong_password_locks_the_account_for_that_address() {
     let app = spawn_app().await;
     app.create_user("oscar", PASSWORD).await;
     app.create_user("peggy", PASSWORD).await;
