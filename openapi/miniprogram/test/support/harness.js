@@ -117,6 +117,14 @@ class Page {
 
 let appDefinition = null
 
+// Each page is loaded once per test file and rendered afresh each time it opens: its script
+// runs once under jest's module registry, as it does once per app in WeChat.
+const pageIds = {}
+function pageId(route) {
+  if (!pageIds[route]) pageIds[route] = simulate.load(path.join(ROOT, route), { rootPath: ROOT })
+  return pageIds[route]
+}
+
 // A phone running the mini program: storage, the page stack and the recorded UI.
 class Phone {
   constructor(options) {
@@ -210,7 +218,7 @@ class Phone {
 
   open(url) {
     const { route, query } = parseUrl(url)
-    const id = simulate.load(path.join(ROOT, route), { rootPath: ROOT })
+    const id = pageId(route)
     const component = simulate.render(id)
     component.attach(document.createElement('parent-wrapper'))
     const page = new Page(route, query, component, this)

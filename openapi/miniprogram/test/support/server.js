@@ -100,6 +100,12 @@ async function startServer() {
       })
       return out.trim().split('\n').map((line) => JSON.parse(line))
     },
+    // `iotbind user create`: an account without WeChat, as an operator or the web would make.
+    createUser(username, password) {
+      execFileSync(bin, ['user', 'create', '--username', username], {
+        cwd: dir, env, input: `${password}\n`, stdio: ['pipe', 'pipe', 'pipe'],
+      })
+    },
     log() {
       return fs.readFileSync(logPath, 'utf8')
     },
