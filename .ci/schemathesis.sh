@@ -58,7 +58,9 @@ PY
 )
 BASE_URL="http://127.0.0.1:$HTTP_PORT"
 
-# Development mode: the fake WeChat API the hooks register through.
+# Development mode: the fake WeChat API the hooks register through. Its operations are in the
+# served spec (tag Development) and get tested too, except `faults`, which would make the
+# hooks' own logins fail or stall for up to a minute.
 unset IOTBIND_WECHAT_SECRET IOTBIND_WECHAT_API_BASE IOTBIND_JWT_SECRET
 export IOTBIND_ENV=development
 export IOTBIND_HTTP_ADDR="127.0.0.1:$HTTP_PORT"
@@ -101,6 +103,7 @@ IOTBIND_ST_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
 SCHEMATHESIS_HOOKS="$ROOT/.ci/schemathesis/hooks.py" \
     "$VENV/bin/schemathesis" --config-file "${ST_CONFIG:-$ROOT/.ci/schemathesis/schemathesis.toml}" \
     run "$BASE_URL/openapi.json" \
+    --exclude-operation-id dev_wechat_faults \
     --max-examples "$MAX_EXAMPLES" \
     --seed "$SEED" \
     --report junit,ndjson --report-dir "$REPORT_DIR" \

@@ -140,12 +140,14 @@ fn round_to_hundredths(ms: f64) -> f64 {
 }
 
 /// Every path template of the spec with its methods, e.g. `/api/v1/devices/{device_id}` →
-/// GET, PATCH, DELETE; read from the spec itself so it cannot drift from the routes.
+/// GET, PATCH, DELETE; read from the spec itself so it cannot drift from the routes. The
+/// development spec holds every path either mode serves; a production server never routes a
+/// `/dev/…` request this far (it is 404 before it can be 405).
 fn operation_table() -> &'static [(Vec<String>, Vec<String>)] {
     static TABLE: OnceLock<Vec<(Vec<String>, Vec<String>)>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let spec: serde_json::Value =
-            serde_json::from_str(&super::openapi_json()).unwrap_or_default();
+            serde_json::from_str(&super::development_openapi_json()).unwrap_or_default();
         let Some(paths) = spec.get("paths").and_then(|p| p.as_object()) else {
             return Vec::new();
         };

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod attempts;
 pub mod auth;
 pub mod client_address;
+pub mod development;
 pub mod devices;
 pub mod error;
 pub mod me;
@@ -47,50 +48,92 @@ type Apis = (
     operations::OperationsApi,
 );
 
-/// The OpenAPI service of every operation; used by the server and by `iotbind openapi`.
-pub fn openapi_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new(
-        (
-            auth::AuthApi,
-            me::MeApi,
-            devices::DevicesApi,
-            admin::AdminApi,
-            operations::OperationsApi,
-        ),
-        "iotbind",
-        env!("CARGO_PKG_VERSION"),
+fn production_apis() -> Apis {
+    (
+        auth::AuthApi,
+        me::MeApi,
+        devices::DevicesApi,
+        admin::AdminApi,
+        operations::OperationsApi,
     )
-    .description(
+}
+
+fn with_info<T>(service: OpenApiService<T, ()>) -> OpenApiService<T, ()> {
+    service.description(
         "Account binding for WeChat mini program users and command relay to their IoT devices. \
          Every error is `{\"error\": \"<code>\", \"message\": \"…\"}` with a real HTTP status.",
     )
 }
 
-/// The spec as served at `/openapi.json` and committed in `openapi/openapi.json`.
+/// The production spec's operations; used by a server with a real WeChat secret and by
+/// `iotbind openapi`.
+pub fn openapi_service() -> OpenApiService<Apis, ()> {
+    with_info(OpenApiService::new(
+        production_apis(),
+        "iotbind",
+        env!("CARGO_PKG_VERSION"),
+    ))
+}
+
+/// Development mode's operations: the production ones and the fake WeChat API, so the whole
+/// login can be tried from Swagger UI alone.
+pub fn development_openapi_service(
+    fake: development::DevelopmentApi,
+) -> OpenApiService<(Apis, development::DevelopmentApi), ()> {
+    with_info(OpenApiService::new(
+        (production_apis(), fake),
+        "iotbind",
+        env!("CARGO_PKG_VERSION"),
+    ))
+}
+
+/// The production spec: served with a real WeChat secret, committed in `openapi/openapi.json`.
 pub fn openapi_json() -> String {
     openapi_service().spec()
 }
 
-/// The whole HTTP app: API, spec, Swagger UI, wrapped in the request envelope; in development
-/// mode also the fake WeChat API, outside the spec.
+/// The spec a development server serves: the production one plus the `Development` tag.
+pub fn development_openapi_json() -> String {
+    development_openapi_service(development::DevelopmentApi::new(
+        String::new(),
+        String::new(),
+    ))
+    .spec()
+}
+
+/// The whole HTTP app: API, spec, Swagger UI, wrapped in the request envelope. In development
+/// mode the fake WeChat API is served too, and described in the served spec.
 pub fn app(state: AppState) -> impl Endpoint {
-    let api = openapi_service();
-    let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
-    let mut route = Route::new().at("/openapi.json", spec).nest("/docs", docs);
-    if state.settings.wechat_is_fake() {
-        route = route.nest(
-            wechat::fake::MOUNT_PATH,
-            wechat::fake::routes(
-                state.settings.wechat_appid.clone(),
-                wechat::fake::FAKE_APP_SECRET.to_owned(),
-            ),
-        );
-    }
+    let route = if state.settings.wechat_is_fake() {
+        let api = development_openapi_service(development::DevelopmentApi::new(
+            state.settings.wechat_appid.clone(),
+            wechat::fake::FAKE_APP_SECRET.to_owned(),
+        ));
+        Route::new()
+            .at("/openapi.json", api.spec_endpoint())
+            .nest("/docs", api.swagger_ui())
+            .nest("/", api)
+    } else {
+        let api = openapi_service();
+        Route::new()
+            .at("/openapi.json", api.spec_endpoint())
+            .nest("/docs", api.swagger_ui())
+            .nest("/", api)
+    };
     let proxies = client_address::TrustedProxies::new(state.settings.trusted_proxies.clone());
     let body_timeout = state.settings.http_timeouts.body;
     route
-        .nest("/", api)
+        .at("/favicon.ico", poem::get(no_favicon))
         .data(state)
         .with(middleware::RequestEnvelope::new(proxies, body_timeout))
+}
+
+/// Browsers ask every site for `/favicon.ico`; a 404 there shows as a failed resource in the
+/// console of `/docs`. "No icon", cached for a day, asks nothing of the API's error shape.
+#[poem::handler]
+fn no_favicon() -> poem::Response {
+    poem::Response::builder()
+        .status(poem::http::StatusCode::NO_CONTENT)
+        .header(poem::http::header::CACHE_CONTROL, "public, max-age=86400")
+        .finish()
 }

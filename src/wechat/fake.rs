@@ -5,19 +5,19 @@
 //! code `wx.login()` would give (`POST /codes`), encrypt user info as `wx.getUserInfo` would
 //! (`POST /encrypt`), and make the next exchanges fail or stall (`POST /faults`).
 //!
-//! It is a plain `poem::Route`, not an OpenAPI operation, so it stays out of the spec. Its
-//! state lives in memory and dies with the process; expired codes are purged as new ones are
-//! minted, so a long-running development server does not grow without bound.
+//! This module is the fake's memory and rules; its HTTP operations live in
+//! [`crate::api::development`], which the development spec describes under the `Development`
+//! tag (the production spec never has them). Its state lives in memory and dies with the
+//! process; expired codes are purged as new ones are minted, so a long-running development
+//! server does not grow without bound.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use poem::http::StatusCode;
-use poem::web::{Data, Query};
-use poem::{EndpointExt, Response, Route, get, handler, post};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::{Value, json};
@@ -46,22 +46,8 @@ const MAX_FAULT_DELAY_MS: u64 = 60_000;
 /// The longest openid or unionid a caller may choose.
 const MAX_ID_CHARS: usize = 128;
 
-/// The fake's routes, relative to [`MOUNT_PATH`]; `appid` and `secret` are what
-/// `jscode2session` accepts.
-pub fn routes(appid: String, secret: String) -> Route {
-    let fake = Arc::new(Fake::new(appid, secret));
-    Route::new()
-        .at(
-            "/sns/jscode2session",
-            get(jscode2session.data(fake.clone())),
-        )
-        .at("/codes", post(mint_code.data(fake.clone())))
-        .at("/encrypt", post(encrypt.data(fake.clone())))
-        .at("/faults", post(set_faults.data(fake)))
-}
-
 /// The fake's memory: one per app.
-struct Fake {
+pub struct Fake {
     appid: String,
     secret: String,
     state: Mutex<State>,
@@ -91,67 +77,63 @@ struct User {
 
 /// What the next `remaining` exchanges do instead of (or before) answering normally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fault {
-    errcode: Option<i64>,
-    delay: Option<Duration>,
+pub struct Fault {
+    pub errcode: Option<i64>,
+    pub delay: Option<Duration>,
     remaining: u32,
 }
 
-#[derive(serde::Deserialize)]
-struct ExchangeQuery {
-    appid: Option<String>,
-    secret: Option<String>,
-    js_code: Option<String>,
-    grant_type: Option<String>,
+/// The query of `jscode2session`, each parameter as sent (WeChat names a missing one).
+pub struct ExchangeQuery {
+    pub appid: Option<String>,
+    pub secret: Option<String>,
+    pub js_code: Option<String>,
+    pub grant_type: Option<String>,
 }
 
-#[derive(serde::Deserialize, Default)]
-struct MintRequest {
-    openid: Option<String>,
-    unionid: Option<String>,
+/// Whose `wx.login()` to play: a new random user when `openid` is left out.
+#[derive(Default)]
+pub struct MintRequest {
+    pub openid: Option<String>,
+    pub unionid: Option<String>,
 }
 
-#[derive(serde::Deserialize)]
-struct EncryptRequest {
-    openid: String,
-    data: Value,
+/// User info to seal with `openid`'s current session_key.
+pub struct EncryptRequest {
+    pub openid: String,
+    pub data: Value,
 }
 
-#[derive(serde::Deserialize)]
-struct FaultRequest {
-    errcode: Option<i64>,
-    delay_ms: Option<u64>,
-    count: u32,
+/// What the next `count` exchanges do instead of answering normally.
+pub struct FaultRequest {
+    pub errcode: Option<i64>,
+    pub delay_ms: Option<u64>,
+    pub count: u32,
 }
 
 /// A refusal of one of the fake's own endpoints (never of `jscode2session`, which answers
 /// like WeChat).
 #[derive(Debug, PartialEq, Eq)]
-struct FakeError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+pub struct FakeError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
 }
 
 impl FakeError {
-    fn invalid_request(message: impl Into<String>) -> Self {
+    /// 400 `invalid_request`, the answer to a body the fake cannot use.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
         FakeError {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_request",
             message: message.into(),
         }
     }
-
-    fn into_response(self) -> Response {
-        json_response(
-            self.status,
-            &json!({"error": self.code, "message": self.message}),
-        )
-    }
 }
 
 impl Fake {
-    fn new(appid: String, secret: String) -> Self {
+    /// A fake that accepts `appid` and `secret` in `jscode2session`.
+    pub fn new(appid: String, secret: String) -> Self {
         Fake {
             appid,
             secret,
@@ -166,7 +148,7 @@ impl Fake {
     }
 
     /// Spends one call of the pending fault, if any.
-    fn take_fault(&self) -> Option<Fault> {
+    pub fn take_fault(&self) -> Option<Fault> {
         let mut state = self.state();
         let fault = state.fault?;
         state.fault = (fault.remaining > 1).then_some(Fault {
@@ -176,7 +158,8 @@ impl Fake {
         Some(fault)
     }
 
-    fn set_fault(&self, request: FaultRequest) -> Result<(), FakeError> {
+    /// Replaces the pending fault; `count: 0` clears it.
+    pub fn set_fault(&self, request: FaultRequest) -> Result<(), FakeError> {
         if request.count == 0 {
             self.state().fault = None;
             return Ok(());
@@ -200,7 +183,7 @@ impl Fake {
     }
 
     /// `jscode2session` without faults: WeChat's checks in WeChat's order.
-    fn exchange(&self, query: &ExchangeQuery, now: Instant) -> Value {
+    pub fn exchange(&self, query: &ExchangeQuery, now: Instant) -> Value {
         let Some(appid) = given(&query.appid) else {
             return wechat_error(41002);
         };
@@ -242,7 +225,7 @@ impl Fake {
     }
 
     /// What `wx.login()` gives: a new code, and a fresh session_key for the user.
-    fn mint(&self, request: MintRequest, now: Instant) -> Result<(String, String), FakeError> {
+    pub fn mint(&self, request: MintRequest, now: Instant) -> Result<(String, String), FakeError> {
         let openid = match request.openid {
             Some(openid) => checked_id("openid", openid)?,
             None => random_wechat_id(),
@@ -289,7 +272,7 @@ impl Fake {
     }
 
     /// Encrypts `data` with the user's current session_key, watermarked as WeChat does.
-    fn encrypt(&self, request: EncryptRequest) -> Result<(String, String), FakeError> {
+    pub fn encrypt(&self, request: EncryptRequest) -> Result<(String, String), FakeError> {
         let Value::Object(mut data) = request.data else {
             return Err(FakeError::invalid_request("data must be a JSON object"));
         };
@@ -329,66 +312,17 @@ impl State {
     }
 }
 
-#[handler]
-async fn jscode2session(
-    Data(fake): Data<&Arc<Fake>>,
-    Query(query): Query<ExchangeQuery>,
-) -> Response {
+/// `jscode2session` as WeChat answers it, pending fault included: its delay first, then its
+/// errcode instead of the exchange.
+pub async fn answer_exchange(fake: &Fake, query: &ExchangeQuery) -> Value {
     let fault = fake.take_fault();
     if let Some(delay) = fault.and_then(|fault| fault.delay) {
         tokio::time::sleep(delay).await;
     }
-    let answer = match fault.and_then(|fault| fault.errcode) {
+    match fault.and_then(|fault| fault.errcode) {
         Some(errcode) => wechat_error(errcode),
-        None => fake.exchange(&query, Instant::now()),
-    };
-    json_response(StatusCode::OK, &answer)
-}
-
-#[handler]
-async fn mint_code(Data(fake): Data<&Arc<Fake>>, body: Vec<u8>) -> Response {
-    let request = if body.iter().all(u8::is_ascii_whitespace) {
-        Ok(MintRequest::default())
-    } else {
-        parse_body::<MintRequest>(&body)
-    };
-    match request.and_then(|request| fake.mint(request, Instant::now())) {
-        Ok((code, openid)) => {
-            json_response(StatusCode::OK, &json!({"code": code, "openid": openid}))
-        }
-        Err(err) => err.into_response(),
+        None => fake.exchange(query, Instant::now()),
     }
-}
-
-#[handler]
-async fn encrypt(Data(fake): Data<&Arc<Fake>>, body: Vec<u8>) -> Response {
-    match parse_body::<EncryptRequest>(&body).and_then(|request| fake.encrypt(request)) {
-        Ok((encrypted_data, iv)) => json_response(
-            StatusCode::OK,
-            &json!({"encrypted_data": encrypted_data, "iv": iv}),
-        ),
-        Err(err) => err.into_response(),
-    }
-}
-
-#[handler]
-async fn set_faults(Data(fake): Data<&Arc<Fake>>, body: Vec<u8>) -> Response {
-    match parse_body::<FaultRequest>(&body).and_then(|request| fake.set_fault(request)) {
-        Ok(()) => Response::builder().status(StatusCode::NO_CONTENT).finish(),
-        Err(err) => err.into_response(),
-    }
-}
-
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, FakeError> {
-    serde_json::from_slice(body)
-        .map_err(|err| FakeError::invalid_request(format!("the body is not valid here: {err}")))
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type("application/json; charset=utf-8")
-        .body(body.to_string())
 }
 
 /// A query parameter that is present and not empty.

@@ -1,24 +1,100 @@
-//! The committed spec in `openapi/openapi.json` is exactly what the server serves, and what
-//! the server answers matches it.
+//! The committed spec in `openapi/openapi.json` is exactly what a production server serves
+//! (and a development server serves it plus the fake WeChat API), and what the server answers
+//! matches it.
 
+use iotbind::config::ConfigArgs;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::devices::owner_with_devices;
-use crate::helpers::spawn_app;
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+
+fn committed_spec() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("openapi/openapi.json exists"))
+        .expect("openapi/openapi.json is JSON")
+}
+
+/// A server with a real WeChat secret: no fake WeChat API, so the production spec.
+async fn spawn_production_app() -> TestApp {
+    spawn_app_with(ConfigArgs {
+        wechat_appid: Some("wxreal".into()),
+        wechat_secret: Some("a-real-secret".into()),
+        ..ConfigArgs::default()
+    })
+    .await
+}
 
 #[tokio::test]
-async fn the_committed_spec_matches_the_served_one() {
-    let app = spawn_app().await;
-    let served: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
-    let committed: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("openapi/openapi.json exists"))
-            .expect("openapi/openapi.json is JSON");
+async fn the_committed_spec_matches_what_a_production_server_serves() {
+    let app = spawn_production_app().await;
+    let served: Value = app.get("/openapi.json").await.json().await.unwrap();
     assert!(
-        served == committed,
+        served == committed_spec(),
         "openapi/openapi.json is stale: regenerate it with \
          `cargo run -q -- openapi > openapi/openapi.json`"
+    );
+}
+
+#[tokio::test]
+async fn a_development_server_serves_the_committed_spec_plus_the_fake_wechat_api() {
+    let app = spawn_app().await;
+    let mut served: Value = app.get("/openapi.json").await.json().await.unwrap();
+
+    let development: Vec<String> = served["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, operations)| {
+            operations
+                .as_object()
+                .unwrap()
+                .values()
+                .all(|operation| operation["tags"] == json!(["Development"]))
+        })
+        .map(|(path, _)| path.clone())
+        .collect();
+    assert_eq!(
+        development,
+        [
+            "/dev/wechat/codes",
+            "/dev/wechat/encrypt",
+            "/dev/wechat/faults",
+            "/dev/wechat/sns/jscode2session",
+        ]
+    );
+    let tag = served["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|tag| tag["name"] == "Development")
+        .expect("a Development tag")
+        .clone();
+    assert!(
+        tag["description"]
+            .as_str()
+            .unwrap()
+            .contains("Development mode only"),
+        "{tag}"
+    );
+
+    // Take the development parts away: what is left is the production spec, exactly.
+    let paths = served["paths"].as_object_mut().unwrap();
+    for path in &development {
+        paths.remove(path);
+    }
+    served["tags"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|tag| tag["name"] != "Development");
+    served["components"]["schemas"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|name, _| !name.starts_with(iotbind::api::development::SCHEMA_PREFIX));
+    assert!(
+        served == committed_spec(),
+        "the development spec is the production one plus the Development tag's operations \
+         and their DevWechat* schemas, nothing else"
     );
 }
 
@@ -49,8 +125,9 @@ async fn every_operation_that_needs_the_database_documents_503_with_retry_after(
     for (path, operations) in spec["paths"].as_object().unwrap() {
         for (method, operation) in operations.as_object().unwrap() {
             let id = operation["operationId"].as_str().unwrap();
-            // Liveness and metrics answer from the process alone.
-            if matches!(id, "health_live" | "metrics") {
+            // Liveness and metrics answer from the process alone, and so does the fake
+            // WeChat API of development mode.
+            if matches!(id, "health_live" | "metrics") || id.starts_with("dev_wechat_") {
                 continue;
             }
             let unavailable = &operation["responses"]["503"];

@@ -294,12 +294,62 @@ async fn the_fake_is_not_served_when_a_real_secret_is_configured() {
 }
 
 #[tokio::test]
-async fn the_fake_stays_out_of_the_openapi_spec() {
+async fn the_fake_is_described_in_the_development_spec_only() {
     let app = spawn_app().await;
     let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let codes = &spec["paths"]["/dev/wechat/codes"]["post"];
+    assert_eq!(codes["tags"], json!(["Development"]), "{codes}");
+    assert_eq!(codes["operationId"], "dev_wechat_codes");
+
+    let production = spawn_app_with(ConfigArgs {
+        wechat_appid: Some("wxreal".into()),
+        wechat_secret: Some("a-real-secret".into()),
+        ..ConfigArgs::default()
+    })
+    .await;
+    let spec: Value = production.get("/openapi.json").await.json().await.unwrap();
     let paths = spec["paths"].as_object().unwrap();
-    assert!(paths.keys().all(|path| !path.contains("wechat/codes")));
     assert!(paths.keys().all(|path| !path.starts_with("/dev")));
+    assert!(
+        spec["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|tag| tag["name"] != "Development")
+    );
+}
+
+#[tokio::test]
+async fn the_fake_takes_a_body_without_a_content_type_and_no_body_at_all_for_a_code() {
+    let app = spawn_app().await;
+    let bare = app
+        .client
+        .post(app.url("/dev/wechat/codes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 200);
+    let minted: Value = bare.json().await.unwrap();
+    assert_eq!(minted["openid"].as_str().map(str::len), Some(28));
+
+    let plain_text = app
+        .client
+        .post(app.url("/dev/wechat/codes"))
+        .header("content-type", "text/plain")
+        .body(r#"{"openid": "o-plain"}"#)
+        .send()
+        .await
+        .unwrap();
+    let minted: Value = plain_text.json().await.unwrap();
+    assert_eq!(minted["openid"], "o-plain");
+
+    let empty_faults = app
+        .client
+        .post(app.url("/dev/wechat/faults"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(empty_faults, 400, "invalid_request").await;
 }
 
 // --- The client against the fake ----------------------------------------------------------
