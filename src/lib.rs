@@ -19,6 +19,7 @@
 //! - [`wechat`]: the WeChat adapter: code exchange, user info decryption, and the fake WeChat
 //!   API that development mode serves under `/dev/wechat`.
 //! - [`metrics`]: the Prometheus recorder and metric names.
+//! - [`net`]: client addresses as the per-address limits count them.
 //! - [`logging`]: tracing output, human or JSON.
 
 pub mod api;
@@ -29,6 +30,7 @@ pub mod entity;
 pub mod logging;
 pub mod metrics;
 pub mod mqtt;
+pub mod net;
 pub mod service;
 pub mod startup;
 pub mod state;

@@ -20,6 +20,12 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub const LOGINS: &str = "iotbind_logins_total";
 /// Publishes and subscriptions the embedded broker refused, by `action`.
 pub const MQTT_FORBIDDEN: &str = "iotbind_mqtt_forbidden_total";
+/// Connections the embedded broker's front door closed before they logged in, by `reason`
+/// (`handshake_timeout`, `handshakes_per_address`, `not_connect`, …).
+pub const MQTT_CONNECTIONS_REFUSED: &str = "iotbind_mqtt_connections_refused_total";
+/// CONNECTs the embedded broker refused, by `reason` (`bad_credentials`, `not_authorized`,
+/// `throttled`: the address used up its failed-login allowance and was not even checked).
+pub const MQTT_LOGINS_REFUSED: &str = "iotbind_mqtt_logins_refused_total";
 /// Messages the embedded broker could not deliver to a subscriber, by `reason` (its queue for
 /// that subscriber was full, the message expired waiting, …).
 pub const MQTT_BROKER_DROPPED: &str = "iotbind_mqtt_broker_dropped_total";

@@ -18,7 +18,7 @@ use crate::api::attempts::PasswordAttempts;
 use crate::api::client_address::TrustedProxies;
 use crate::config::{MqttTarget, Settings};
 use crate::db;
-use crate::mqtt::broker::{BackendCredential, EmbeddedBroker};
+use crate::mqtt::broker::{BackendCredential, ConnectLimits, EmbeddedBroker};
 use crate::mqtt::client::{ClientConfig, MqttClient, TelemetryRoute};
 use crate::service::code_exchange::CodeExchange;
 use crate::service::commands::{self, CommandRelay};
@@ -85,9 +85,18 @@ impl Application {
                     },
                     _ => BackendCredential::generate(),
                 };
-                let broker =
-                    EmbeddedBroker::start(settings.mqtt_listen, db.clone(), backend.clone())
-                        .await?;
+                let limits = ConnectLimits {
+                    handshake_timeout: settings.mqtt_handshake_timeout,
+                    handshakes_per_address: settings.mqtt_handshakes_per_address,
+                    failed_logins_per_minute: settings.mqtt_failed_connects_per_minute,
+                };
+                let broker = EmbeddedBroker::start(
+                    settings.mqtt_listen,
+                    db.clone(),
+                    backend.clone(),
+                    limits,
+                )
+                .await?;
                 let addr = broker.addr();
                 let host = if addr.ip().is_unspecified() {
                     "127.0.0.1".to_owned()

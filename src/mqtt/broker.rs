@@ -13,7 +13,7 @@
 //! of filling the broker's queues until it drops what it already acknowledged.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::{NonZeroU16, NonZeroU32};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -40,10 +40,12 @@ use rmqtt::types::{
 };
 use sea_orm::DatabaseConnection;
 use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::client::Inbound;
+use super::front_door::{FrontDoor, HandshakeLimits};
 use super::topics::{self, DeviceTopic, TopicKind};
 use crate::service::devices;
 
@@ -92,11 +94,24 @@ impl BackendCredential {
 /// A running embedded broker.
 pub struct EmbeddedBroker {
     addr: SocketAddr,
+    front_door: FrontDoor,
     task: tokio::task::JoinHandle<()>,
     access: Arc<DeviceAccess>,
     /// Where telemetry goes; empty until the backend's intake is ready and again from shutdown
     /// on. While it is empty a telemetry publish waits, unacknowledged.
     intake: watch::Sender<Option<Arc<dyn TelemetryIntake>>>,
+}
+
+/// How the embedded broker treats clients that have not logged in, or fail to.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectLimits {
+    /// How long a new connection has to send its CONNECT.
+    pub handshake_timeout: Duration,
+    /// Connections one client address may have open before they have sent their CONNECT.
+    pub handshakes_per_address: usize,
+    /// Refused CONNECTs one client address may make per minute before its CONNECTs are
+    /// refused unchecked until the allowance refills; `None`: no limit.
+    pub failed_logins_per_minute: Option<NonZeroU32>,
 }
 
 impl EmbeddedBroker {
@@ -105,6 +120,7 @@ impl EmbeddedBroker {
         listen: SocketAddr,
         db: DatabaseConnection,
         backend: BackendCredential,
+        limits: ConnectLimits,
     ) -> anyhow::Result<EmbeddedBroker> {
         // The busy check samples CPU load to refuse connections when the machine is busy; we
         // would rather queue than refuse devices, and it is one task less.
@@ -126,6 +142,7 @@ impl EmbeddedBroker {
                 .max_capacity(CREDENTIAL_CACHE_CAPACITY)
                 .time_to_live(CREDENTIAL_CACHE_TTL)
                 .build(),
+            failed_logins: FailedLogins::new(limits.failed_logins_per_minute),
         });
         let register = scx.extends.hook_mgr().register();
         for hook in [
@@ -140,9 +157,18 @@ impl EmbeddedBroker {
         }
         register.start().await;
 
+        // Devices connect to the front door on `listen`; the broker itself listens on the
+        // loopback only, for the front door's relayed connections, each opened with a PROXY
+        // header that names the device's address.
+        let public = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|err| bind_error(&err.into(), listen))?;
+        let internal = SocketAddr::from(([127, 0, 0, 1], 0));
         let listener = Builder::new()
             .name("devices")
-            .laddr(listen)
+            .laddr(internal)
+            .proxy_protocol(true)
+            .handshake_timeout(limits.handshake_timeout)
             .allow_anonymous(false)
             .max_packet_size(MAX_PACKET_BYTES)
             .max_inflight(NonZeroU16::new(MAX_INFLIGHT).unwrap_or(NonZeroU16::MIN))
@@ -153,21 +179,47 @@ impl EmbeddedBroker {
             // A restart must not wait for the old connections' TIME_WAIT to clear.
             .reuseaddr(Some(true))
             .bind()
-            .map_err(|err| bind_error(&err, listen))?
+            .map_err(|err| anyhow::anyhow!("cannot open the broker's own listener: {err}"))?
             .tcp()
-            .map_err(|err| anyhow::anyhow!("cannot serve MQTT on {listen}: {err}"))?;
-        let addr = listener
+            .map_err(|err| anyhow::anyhow!("cannot serve MQTT on {internal}: {err}"))?;
+        let broker_addr = listener
             .local_addr()
             .map_err(|err| anyhow::anyhow!("cannot read the MQTT listener's address: {err}"))?;
+        let front_door = FrontDoor::open(
+            public,
+            broker_addr,
+            HandshakeLimits {
+                timeout: limits.handshake_timeout,
+                per_address: limits.handshakes_per_address,
+                max_packet_bytes: MAX_PACKET_BYTES as usize,
+            },
+        );
+        let addr = front_door.addr();
         let server = MqttServer::new(scx).listener(listener).build();
+        let upkeep_access = access.clone();
         let task = tokio::spawn(async move {
-            if let Err(err) = server.run().await {
-                tracing::error!(error = %err, "the embedded MQTT broker stopped");
+            // The failed-login allowance keeps every address it saw until told to forget
+            // those that are whole again.
+            let upkeep = async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    upkeep_access.failed_logins.forget_idle();
+                }
+            };
+            tokio::select! {
+                result = server.run() => {
+                    if let Err(err) = result {
+                        tracing::error!(error = %err, "the embedded MQTT broker stopped");
+                    }
+                }
+                () = upkeep => {}
             }
         });
         tracing::info!("embedded MQTT broker listening on mqtt://{addr}");
         Ok(EmbeddedBroker {
             addr,
+            front_door,
             task,
             access,
             intake,
@@ -195,6 +247,7 @@ impl EmbeddedBroker {
     /// Stops accepting connections and lets go of the database and the telemetry intake.
     pub fn stop(&self) {
         self.stop_taking_telemetry();
+        self.front_door.close();
         self.task.abort();
         self.access.release();
     }
@@ -206,7 +259,7 @@ impl Drop for EmbeddedBroker {
     }
 }
 
-fn bind_error(err: &rmqtt::Error, addr: SocketAddr) -> anyhow::Error {
+fn bind_error(err: &anyhow::Error, addr: SocketAddr) -> anyhow::Error {
     let in_use = err
         .chain()
         .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
@@ -232,6 +285,8 @@ struct DeviceAccess {
     backend: BackendCredential,
     /// Device id → SHA-256 of its MQTT password (`None`: no such device).
     credentials: moka::future::Cache<Uuid, Option<String>>,
+    /// Refused CONNECTs per client address.
+    failed_logins: FailedLogins,
 }
 
 impl DeviceAccess {
@@ -241,7 +296,38 @@ impl DeviceAccess {
         }
     }
 
+    /// Decides a CONNECT from `client` (its address, when the broker knows it). An address
+    /// that has used up its failed-login allowance is refused before anything is looked up;
+    /// every refusal counts against it.
     async fn authenticate(
+        &self,
+        client: Option<IpAddr>,
+        client_id: &str,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+        will_topic: Option<&str>,
+    ) -> AuthResult {
+        let key = client.map(crate::net::client_key);
+        if key.is_some_and(|key| self.failed_logins.is_blocked(key)) {
+            metrics::counter!(crate::metrics::MQTT_LOGINS_REFUSED, "reason" => "throttled")
+                .increment(1);
+            return AuthResult::NotAuthorized;
+        }
+        let result = self.check(client_id, username, password, will_topic).await;
+        if !matches!(result, AuthResult::Allow(..)) {
+            let reason = match result {
+                AuthResult::BadUsernameOrPassword => "bad_credentials",
+                _ => "not_authorized",
+            };
+            metrics::counter!(crate::metrics::MQTT_LOGINS_REFUSED, "reason" => reason).increment(1);
+            if let Some(key) = key {
+                self.failed_logins.count(key);
+            }
+        }
+        result
+    }
+
+    async fn check(
         &self,
         client_id: &str,
         username: Option<&str>,
@@ -252,7 +338,9 @@ impl DeviceAccess {
             return AuthResult::BadUsernameOrPassword;
         };
         if username == self.backend.username {
-            return if password == self.backend.password.expose_secret().as_bytes() {
+            // In constant time: this login may publish any device's commands.
+            let expected = self.backend.password.expose_secret().as_bytes();
+            return if bool::from(password.ct_eq(expected)) {
                 AuthResult::Allow(true, None)
             } else {
                 AuthResult::BadUsernameOrPassword
@@ -298,6 +386,55 @@ impl DeviceAccess {
     }
 }
 
+/// Refused CONNECTs per client address: a keyed GCRA allowance (governor), and the addresses
+/// that ran out of it, refused unchecked until they may try again. Without it, one address
+/// could try thousands of passwords a second; with it, ten a minute.
+struct FailedLogins {
+    allowance: Option<governor::DefaultKeyedRateLimiter<IpAddr>>,
+    /// Address → when it may be checked again.
+    blocked: moka::sync::Cache<IpAddr, std::time::Instant>,
+}
+
+impl FailedLogins {
+    fn new(per_minute: Option<NonZeroU32>) -> FailedLogins {
+        FailedLogins {
+            allowance: per_minute
+                .map(|n| governor::DefaultKeyedRateLimiter::keyed(governor::Quota::per_minute(n))),
+            // Entries outlive their block by little: a block lasts until one failure's worth of
+            // allowance is back, at most a minute.
+            blocked: moka::sync::Cache::builder()
+                .max_capacity(CREDENTIAL_CACHE_CAPACITY)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    fn is_blocked(&self, key: IpAddr) -> bool {
+        self.blocked
+            .get(&key)
+            .is_some_and(|until| until > std::time::Instant::now())
+    }
+
+    /// Counts a refusal; the one that finds the allowance empty blocks the address.
+    fn count(&self, key: IpAddr) {
+        use governor::clock::{Clock, DefaultClock};
+        let Some(allowance) = &self.allowance else {
+            return;
+        };
+        if let Err(not_until) = allowance.check_key(&key) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            self.blocked.insert(key, std::time::Instant::now() + wait);
+            tracing::info!(client = %key, "too many failed MQTT logins; refusing this address for {} s", wait.as_secs().max(1));
+        }
+    }
+
+    fn forget_idle(&self) {
+        if let Some(allowance) = &self.allowance {
+            allowance.retain_recent();
+        }
+    }
+}
+
 /// The device id of a session that logged in as a device (never the backend: superusers do
 /// not reach the ACL hooks).
 fn session_device(id: &Id) -> Option<Uuid> {
@@ -319,9 +456,11 @@ impl Handler for AccessHook {
                     LastWill::V3(will) => &*will.topic,
                     LastWill::V5(will) => &*will.topic,
                 });
+                let client = connect.id().remote_addr.map(|addr| addr.ip());
                 let result = self
                     .0
                     .authenticate(
+                        client,
                         connect.client_id(),
                         connect.username().map(|u| &**u),
                         password,

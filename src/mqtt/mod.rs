@@ -3,5 +3,6 @@
 
 pub mod broker;
 pub mod client;
+pub mod front_door;
 pub mod payload;
 pub mod topics;
