@@ -924,6 +924,89 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_take_addresses_and_cidr_ranges_of_both_families() {
+        let settings = Settings::from_args(&ConfigArgs {
+            trusted_proxies: Some(" 10.0.0.0/8, 192.0.2.7 ,2001:db8::/32,::1".into()),
+            ..args()
+        })
+        .unwrap();
+        let listed: Vec<String> = settings
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            listed,
+            ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32", "::1/128"]
+        );
+        assert!(
+            Settings::from_args(&args())
+                .unwrap()
+                .trusted_proxies
+                .is_empty()
+        );
+        for bad in ["10.0.0.0/33", "proxy.internal", "10.0.0.1/8/1"] {
+            let err = Settings::from_args(&ConfigArgs {
+                trusted_proxies: Some(bad.into()),
+                ..args()
+            })
+            .unwrap_err();
+            assert_eq!(err.variable, "IOTBIND_TRUSTED_PROXIES", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_password_attempt_limit_defaults_to_20_and_0_turns_it_off() {
+        let limit = |value: Option<&str>| {
+            Settings::from_args(&ConfigArgs {
+                password_attempts_per_minute: value.map(Into::into),
+                ..args()
+            })
+            .map(|s| s.password_attempts_per_minute.map(NonZeroU32::get))
+        };
+        assert_eq!(limit(None).unwrap(), Some(20));
+        assert_eq!(limit(Some("0")).unwrap(), None);
+        assert_eq!(limit(Some("5")).unwrap(), Some(5));
+        assert_eq!(
+            limit(Some("lots")).unwrap_err().variable,
+            "IOTBIND_PASSWORD_ATTEMPTS_PER_MINUTE"
+        );
+    }
+
+    #[test]
+    fn production_refuses_a_backend_broker_password_under_32_bytes() {
+        let production = ConfigArgs {
+            environment: Some("production".into()),
+            wechat_appid: Some("wx123".into()),
+            wechat_secret: Some("s3cret".into()),
+            jwt_secret: Some("a".repeat(48)),
+            mqtt_username: Some("iotbind-backend".into()),
+            ..args()
+        };
+        let err = Settings::from_args(&ConfigArgs {
+            mqtt_password: Some("hunter2".into()),
+            ..production.clone()
+        })
+        .unwrap_err();
+        assert_eq!(err.variable, "IOTBIND_MQTT_PASSWORD");
+        assert!(
+            Settings::from_args(&ConfigArgs {
+                mqtt_password: Some("p".repeat(32)),
+                ..production
+            })
+            .is_ok()
+        );
+        // Development takes what it is given.
+        assert!(
+            Settings::from_args(&ConfigArgs {
+                mqtt_password: Some("hunter2".into()),
+                ..args()
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug_output() {
         let settings = Settings::from_args(&ConfigArgs {
             jwt_secret: Some("super-secret-value-that-is-long-enough!!".into()),

@@ -7,7 +7,7 @@
 //! 20 KiB payload (`telemetry::bad_payloads_are_dropped_and_counted_and_the_next_good_one_is_stored`);
 //! subscribing to wildcards (`broker::a_device_cannot_subscribe_to_wildcards_or_other_topics`).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -16,9 +16,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::device_client::{TestDevice, eventually};
+use crate::device_client::{TestDevice, eventually, mqtt_packet, mqtt_string, raw_connect};
 use crate::devices::owner_with_devices;
-use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with_embedded_broker};
+use crate::helpers::{
+    TestApp, assert_error, client_from, login_from, spawn_app, spawn_app_with_embedded_broker,
+};
 use crate::telemetry::{history, metric};
 
 // --- HTTP bodies ----------------------------------------------------------------------------
@@ -422,28 +424,6 @@ async fn a_unionid_with_a_nul_character_in_the_wechat_profile_is_left_out_never_
 
 // --- Password guessing ----------------------------------------------------------------------
 
-/// A client whose requests come from `source` (any 127.0.0.0/8 address works on Linux).
-fn client_from(source: Ipv4Addr) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(IpAddr::V4(source))
-        .build()
-        .unwrap()
-}
-
-async fn login_from(
-    app: &TestApp,
-    client: &reqwest::Client,
-    username: &str,
-    password: &str,
-) -> reqwest::Response {
-    client
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({ "username": username, "password": password }))
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_wrong_passwords_from_one_address_lock_the_account_for_that_address_only() {
     let app = spawn_app().await;
@@ -772,33 +752,6 @@ async fn ten_thousand_telemetry_values_are_dropped_and_counted_and_the_next_mess
     assert!(device.ended().is_none(), "the device stays connected");
 }
 
-/// An MQTT 3.1.1 string: two length bytes, then the bytes as they are (no validation, which
-/// is the point).
-fn mqtt_string(bytes: &[u8]) -> Vec<u8> {
-    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(bytes);
-    out
-}
-
-/// A packet: fixed header byte, variable-length remaining length, body.
-fn mqtt_packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut length = body.len();
-    loop {
-        let mut byte = (length % 128) as u8;
-        length /= 128;
-        if length > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if length == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
 /// What became of one raw connection after a publish on a hostile topic.
 #[derive(Debug, PartialEq)]
 enum Outcome {
@@ -814,13 +767,8 @@ async fn publish_raw(app: &TestApp, id: &str, password: &str, topic: &[u8]) -> O
     let mut stream = TcpStream::connect((app.mqtt_host.as_str(), app.mqtt_port))
         .await
         .unwrap();
-    let mut connect = mqtt_string(b"MQTT");
-    connect.extend_from_slice(&[4, 0b1100_0010, 0, 30]);
-    connect.extend(mqtt_string(id.as_bytes()));
-    connect.extend(mqtt_string(id.as_bytes()));
-    connect.extend(mqtt_string(password.as_bytes()));
     stream
-        .write_all(&mqtt_packet(0x10, &connect))
+        .write_all(&raw_connect(id, id, password))
         .await
         .unwrap();
     let mut connack = [0u8; 4];

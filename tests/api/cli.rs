@@ -315,9 +315,14 @@ fn help_says_what_iotbind_is_and_shows_each_default() {
     }
 }
 
-/// Starts the server with its log going to `log`, waits until it answers, makes one request
-/// and stops it.
-async fn serve_one_request_logging_to(dir: &tempfile::TempDir, log: &std::path::Path) {
+/// Starts the server with `env` and its log going to `log`, waits until it answers, makes one
+/// request with `headers` and stops it.
+async fn serve_one_request_logging_to(
+    dir: &tempfile::TempDir,
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -328,6 +333,7 @@ async fn serve_one_request_logging_to(dir: &tempfile::TempDir, log: &std::path::
         .env("IOTBIND_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("IOTBIND_MQTT_LISTEN", "127.0.0.1:0")
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdout(std::fs::File::create(log).unwrap())
         .stderr(Stdio::null())
         .spawn()
@@ -341,6 +347,11 @@ async fn serve_one_request_logging_to(dir: &tempfile::TempDir, log: &std::path::
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let mut request = reqwest::Client::new().get(&live);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap();
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -355,7 +366,7 @@ async fn serve_one_request_logging_to(dir: &tempfile::TempDir, log: &std::path::
 async fn a_log_written_to_a_file_has_no_colour_codes_and_durations_to_the_hundredth() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("iotbind.log");
-    serve_one_request_logging_to(&dir, &log).await;
+    serve_one_request_logging_to(&dir, &log, &[], &[]).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("request served"), "{text}");
     assert!(!text.contains('\u{1b}'), "colour codes in\n{text}");
@@ -369,4 +380,76 @@ async fn a_log_written_to_a_file_has_no_colour_codes_and_durations_to_the_hundre
         let decimals = value.split_once('.').map_or(0, |(_, d)| d.len());
         assert!(decimals <= 2, "elapsed_ms={value}");
     }
+}
+
+#[tokio::test]
+async fn the_log_names_each_requests_client_and_the_start_states_proxies_and_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("iotbind.log");
+    serve_one_request_logging_to(
+        &dir,
+        &log,
+        &[("IOTBIND_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8")],
+        &[("x-forwarded-for", "198.51.100.7")],
+    )
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("trusted_proxies=127.0.0.1/32, 10.0.0.0/8"),
+        "{text}"
+    );
+    assert!(
+        text.contains("password_attempts_per_minute=20 per client address"),
+        "{text}"
+    );
+    let served = text
+        .lines()
+        .filter(|line| line.contains("request served"))
+        .collect::<Vec<_>>();
+    assert!(
+        served
+            .iter()
+            .any(|line| line.contains("client=198.51.100.7")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_trusted_proxy_or_attempt_limit_stops_the_server_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    for (variable, value) in [
+        ("IOTBIND_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("IOTBIND_TRUSTED_PROXIES", "proxy.internal"),
+        ("IOTBIND_PASSWORD_ATTEMPTS_PER_MINUTE", "-1"),
+        ("IOTBIND_HTTP_IDLE_TIMEOUT", "0"),
+        ("IOTBIND_MQTT_HANDSHAKES_PER_ADDRESS", "0"),
+    ] {
+        let output = iotbind(&dir).env(variable, value).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{variable}={value}");
+        let err = stderr(&output);
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(variable), "{err}");
+    }
+}
+
+#[test]
+fn production_refuses_a_short_backend_broker_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = iotbind(&dir)
+        .env("IOTBIND_ENV", "production")
+        .env("IOTBIND_WECHAT_APPID", "wx0123")
+        .env("IOTBIND_WECHAT_SECRET", "secret")
+        .env("IOTBIND_JWT_SECRET", "j".repeat(48))
+        .env("IOTBIND_MQTT_USERNAME", "iotbind-backend")
+        .env("IOTBIND_MQTT_PASSWORD", "hunter2")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("IOTBIND_MQTT_PASSWORD"), "{err}");
+    assert!(
+        !err.contains("hunter2"),
+        "the password itself is never shown"
+    );
 }

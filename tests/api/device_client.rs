@@ -445,3 +445,40 @@ async fn try_connect(options: MqttOptions) -> Result<(), ConnectionError> {
     }
     outcome
 }
+
+/// An MQTT 3.1.1 string: two length bytes, then the bytes as they are (no validation, which
+/// is the point).
+pub fn mqtt_string(bytes: &[u8]) -> Vec<u8> {
+    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// A packet: fixed header byte, variable-length remaining length, body.
+pub fn mqtt_packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut length = body.len();
+    loop {
+        let mut byte = (length % 128) as u8;
+        length /= 128;
+        if length > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if length == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// A raw MQTT 3.1.1 CONNECT with clean session, username and password.
+pub fn raw_connect(client_id: &str, username: &str, password: &str) -> Vec<u8> {
+    let mut connect = mqtt_string(b"MQTT");
+    connect.extend_from_slice(&[4, 0b1100_0010, 0, 30]);
+    connect.extend(mqtt_string(client_id.as_bytes()));
+    connect.extend(mqtt_string(username.as_bytes()));
+    connect.extend(mqtt_string(password.as_bytes()));
+    mqtt_packet(0x10, &connect)
+}

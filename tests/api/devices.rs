@@ -378,6 +378,51 @@ async fn a_device_can_be_renamed_by_its_owner() {
 }
 
 #[tokio::test]
+async fn a_device_clock_set_in_the_future_cannot_carry_a_reading_to_the_next_owner() {
+    let app = spawn_app().await;
+    let (first, devices) = owner_with_devices(&app, 1).await;
+    let provisioned = &devices[0];
+    let id = provisioned.device_id.as_str();
+    let device = TestDevice::connect(&app, provisioned).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let tomorrow = now + 24 * 3600 * 1000;
+    device
+        .send_telemetry(&json!({ "ts": tomorrow, "values": { "owner": "first" } }))
+        .await;
+    device
+        .send_telemetry(
+            &json!({ "ts": now + 5_000, "values": { "owner": "first, a clock 5 s fast" } }),
+        )
+        .await;
+    let rows = eventually("the first owner's readings", async || {
+        let rows = history(&app, &first, id).await;
+        (rows.len() == 2).then_some(rows)
+    })
+    .await;
+    // A reading from a clock far ahead is stored under its arrival; a few seconds ahead stays.
+    let stamps: Vec<i64> = rows.iter().map(|row| millis(&row["ts"])).collect();
+    assert!(stamps.contains(&(now + 5_000)), "{rows:?}");
+    assert!(
+        stamps.iter().all(|ts| *ts < now + 60_000),
+        "a far-future ts was kept: {rows:?}"
+    );
+
+    let response = app
+        .authed(Method::DELETE, &format!("/api/v1/devices/{id}"), &first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let second = app.user_token().await;
+    let claimed = claim(&app, &second, provisioned).await;
+    assert!(
+        claimed["latest"].is_null(),
+        "the last owner's reading shows: {claimed}"
+    );
+    assert!(history(&app, &second, id).await.is_empty());
+}
+
+#[tokio::test]
 async fn an_unclaimed_device_can_be_claimed_by_someone_who_sees_none_of_the_old_data() {
     let app = spawn_app().await;
     let (first, devices) = owner_with_devices(&app, 1).await;

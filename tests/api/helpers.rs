@@ -403,6 +403,30 @@ impl Drop for TestApp {
     }
 }
 
+/// A client whose requests come from `source` (any 127.0.0.0/8 address works on Linux), so a
+/// test can be several clients of the per-address limits.
+pub fn client_from(source: std::net::Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(source))
+        .build()
+        .expect("HTTP client")
+}
+
+/// `POST /api/v1/auth/login` through `client`.
+pub async fn login_from(
+    app: &TestApp,
+    client: &reqwest::Client,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&serde_json::json!({ "username": username, "password": password }))
+        .send()
+        .await
+        .expect("request sent")
+}
+
 /// Asserts the DESIGN §3 error shape and returns the parsed body.
 pub async fn assert_error(
     response: reqwest::Response,

@@ -53,6 +53,47 @@ async fn the_access_token_authorizes_me() {
 }
 
 #[tokio::test]
+async fn tokens_not_valid_yet_or_issued_in_the_future_are_refused() {
+    let app = spawn_app().await;
+    let session = logged_in(&app, "nora").await;
+    let user_id = session["user"]["id"].as_str().unwrap().to_owned();
+    let key = signing_key(&app).await;
+    let now = chrono::Utc::now().timestamp();
+    let token = |iat: i64, nbf: Option<i64>| {
+        let mut claims = json!({"sub": user_id, "role": "user", "iat": iat, "exp": now + 3600,
+                                "jti": uuid::Uuid::new_v4(), "iss": "iotbind", "aud": "iotbind-api"});
+        if let Some(nbf) = nbf {
+            claims["nbf"] = json!(nbf);
+        }
+        sign(&key, jsonwebtoken::Algorithm::HS256, claims)
+    };
+    let status = |token: String| {
+        let app = &app;
+        async move {
+            app.authed(Method::GET, "/api/v1/me", &token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        status(token(now + 600, None)).await,
+        401,
+        "iat in the future"
+    );
+    assert_eq!(
+        status(token(now, Some(now + 600))).await,
+        401,
+        "nbf in the future"
+    );
+    // Within the 5 s leeway, and with a past nbf, they pass.
+    assert_eq!(status(token(now + 2, None)).await, 200);
+    assert_eq!(status(token(now, Some(now - 60))).await, 200);
+}
+
+#[tokio::test]
 async fn missing_malformed_or_forged_tokens_are_401_invalid_token() {
     let app = spawn_app().await;
     let session = logged_in(&app, "bob").await;
