@@ -11,10 +11,11 @@ use secrecy::SecretString;
 
 use crate::config::{ConfigArgs, Settings};
 use crate::entity::users::Role;
+use crate::service::broker_logins::BrokerLogins;
 use crate::service::devices;
 use crate::service::passwords::PasswordHasher;
 use crate::service::users::{self, NewUser, Password, Username};
-use crate::startup::{Application, shutdown_signal};
+use crate::startup::{self, Application, shutdown_signal};
 use crate::{api, db, logging};
 
 #[derive(Parser, Debug)]
@@ -69,6 +70,11 @@ enum DeviceCommand {
         /// Model name, e.g. `thermo-2`.
         #[arg(long)]
         model: Option<String>,
+    },
+    /// Give a device a new MQTT password; prints it once, as JSON. The old one stops working.
+    RotatePassword {
+        /// The device's id.
+        device_id: uuid::Uuid,
     },
 }
 
@@ -131,10 +137,25 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 .transpose()?;
             let connection = db::connect(&settings.database_url).await?;
             db::migrate(&connection).await?;
-            let created = devices::provision(&connection, count, model).await?;
+            let broker = startup::dynamic_security(&settings).await?;
+            let created = devices::provision(&connection, broker.as_ref(), count, model).await?;
             for device in created {
                 println!("{}", serde_json::to_string(&device)?);
             }
+            Ok(())
+        }
+        Command::Device {
+            action: DeviceCommand::RotatePassword { device_id },
+        } => {
+            let connection = db::connect(&settings.database_url).await?;
+            db::migrate(&connection).await?;
+            let broker = startup::dynamic_security(&settings).await?;
+            // This process's cache only; servers forget theirs within its time to live.
+            let logins = BrokerLogins::new(connection.clone(), None);
+            let rotated =
+                devices::rotate_mqtt_password(&connection, broker.as_ref(), &logins, device_id)
+                    .await?;
+            println!("{}", serde_json::to_string(&rotated)?);
             Ok(())
         }
         Command::Serve => {

@@ -43,11 +43,16 @@ pub mod defaults {
     pub const MQTT_HANDSHAKE_TIMEOUT: &str = "5s";
     pub const MQTT_HANDSHAKES_PER_ADDRESS: &str = "64";
     pub const MQTT_FAILED_CONNECTS_PER_MINUTE: &str = "10";
+    pub const MQTT_DYNSEC: &str = "false";
 }
 
 /// Fewest bytes accepted for `IOTBIND_MQTT_PASSWORD` in production: the backend's broker
 /// login may publish any device's commands, so it must not be guessable.
 pub const MIN_MQTT_PASSWORD_BYTES: usize = 32;
+
+/// Fewest bytes accepted for `IOTBIND_BROKER_HOOK_SECRET`: whoever knows it can ask whether
+/// any password is a device's.
+pub const MIN_HOOK_SECRET_BYTES: usize = 32;
 
 /// The raw configuration as clap collects it from flags and `IOTBIND_*` variables.
 ///
@@ -177,6 +182,20 @@ pub struct ConfigArgs {
     /// credentials until the allowance refills. `0` turns the limit off.
     #[arg(long, env = "IOTBIND_MQTT_FAILED_CONNECTS_PER_MINUTE", global = true, default_value = defaults::MQTT_FAILED_CONNECTS_PER_MINUTE)]
     pub mqtt_failed_connects_per_minute: Option<String>,
+    /// Secret an external broker sends (`Authorization: Bearer …`) when it calls
+    /// `/api/v1/mqtt/auth` and `/api/v1/mqtt/acl`, at least 32 bytes; unset, those hooks are
+    /// not served.
+    #[arg(
+        long,
+        env = "IOTBIND_BROKER_HOOK_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub broker_hook_secret: Option<String>,
+    /// External Mosquitto with its dynamic security plugin: provisioning creates each
+    /// device's client and role there, and password rotation changes it.
+    #[arg(long, env = "IOTBIND_MQTT_DYNSEC", global = true, default_value = defaults::MQTT_DYNSEC)]
+    pub mqtt_dynsec: Option<String>,
 }
 
 /// Whether the server may take development shortcuts (fake WeChat, generated JWT secret).
@@ -247,6 +266,10 @@ pub struct Settings {
     pub mqtt_handshakes_per_address: usize,
     /// `None`: no per-address limit on refused CONNECTs.
     pub mqtt_failed_connects_per_minute: Option<NonZeroU32>,
+    /// Set: the broker hooks are served and callers must present it.
+    pub broker_hook_secret: Option<SecretString>,
+    /// Devices are also created in Mosquitto's dynamic security plugin.
+    pub mqtt_dynsec: bool,
 }
 
 /// How long the HTTP server waits for slow or idle clients.
@@ -483,7 +506,35 @@ impl Settings {
                 &args.mqtt_failed_connects_per_minute,
                 defaults::MQTT_FAILED_CONNECTS_PER_MINUTE,
             )?,
+            broker_hook_secret: match non_empty(&args.broker_hook_secret) {
+                Some(secret) if secret.len() < MIN_HOOK_SECRET_BYTES => {
+                    return Err(invalid(
+                        "IOTBIND_BROKER_HOOK_SECRET",
+                        "broker-hook-secret",
+                        format!(
+                            "must be at least {MIN_HOOK_SECRET_BYTES} bytes, got {}",
+                            secret.len()
+                        ),
+                    ));
+                }
+                Some(secret) => Some(SecretString::from(secret.to_owned())),
+                None => None,
+            },
+            mqtt_dynsec: boolean(
+                "IOTBIND_MQTT_DYNSEC",
+                "mqtt-dynsec",
+                non_empty(&args.mqtt_dynsec).unwrap_or(defaults::MQTT_DYNSEC),
+            )?,
         };
+        if settings.mqtt_dynsec && settings.mqtt == MqttTarget::Embedded {
+            return Err(invalid(
+                "IOTBIND_MQTT_DYNSEC",
+                "mqtt-dynsec",
+                "needs an external Mosquitto (IOTBIND_MQTT_URL=mqtt://host:port); the embedded \
+                 broker checks devices itself"
+                    .to_owned(),
+            ));
+        }
         settings.check_production()?;
         Ok(settings)
     }

@@ -54,6 +54,8 @@ pub const TELEMETRY_WRITE_ERRORS: &str = "iotbind_telemetry_write_errors_total";
 pub const PASSWORD_HASHES: &str = "iotbind_password_hashes_total";
 /// Readings whose `ts` lay too far in the future and were stored under their arrival time.
 pub const TELEMETRY_TS_CLAMPED: &str = "iotbind_telemetry_ts_clamped_total";
+/// Calls of the broker hooks, by `endpoint` (`auth`, `acl`) and `result` (`allow`, `deny`).
+pub const BROKER_HOOK_REQUESTS: &str = "iotbind_broker_hook_requests_total";
 /// Commands that reached a final state, by `status`.
 pub const COMMANDS: &str = "iotbind_commands_total";
 

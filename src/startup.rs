@@ -20,6 +20,8 @@ use crate::config::{MqttTarget, Settings};
 use crate::db;
 use crate::mqtt::broker::{BackendCredential, ConnectLimits, EmbeddedBroker};
 use crate::mqtt::client::{ClientConfig, MqttClient, TelemetryRoute};
+use crate::mqtt::dynsec::{BackendRole, DynamicSecurity, DynsecError, PendingAnswers};
+use crate::service::broker_logins::{BackendLogin, BrokerLogins};
 use crate::service::code_exchange::CodeExchange;
 use crate::service::commands::{self, CommandRelay};
 use crate::service::credentials::{self, Credentials};
@@ -74,7 +76,7 @@ impl Application {
         );
         let wechat = WechatClient::from_settings(&settings, http_addr)?;
 
-        let (broker, client_config) = match &settings.mqtt {
+        let (broker, logins, client_config) = match &settings.mqtt {
             MqttTarget::Embedded => {
                 // A configured credential lets other replicas share this broker; otherwise
                 // only this process's client gets full access.
@@ -90,10 +92,17 @@ impl Application {
                     handshakes_per_address: settings.mqtt_handshakes_per_address,
                     failed_logins_per_minute: settings.mqtt_failed_connects_per_minute,
                 };
+                let logins = BrokerLogins::new(
+                    db.clone(),
+                    Some(BackendLogin {
+                        username: backend.username.clone(),
+                        password: backend.password.clone(),
+                    }),
+                );
                 let broker = EmbeddedBroker::start(
                     settings.mqtt_listen,
-                    db.clone(),
-                    backend.clone(),
+                    Arc::new(logins.clone()),
+                    backend.username.clone(),
                     limits,
                 )
                 .await?;
@@ -112,11 +121,22 @@ impl Application {
                     // The embedded broker lives and dies with this process: a session that
                     // outlived the connection would have nobody to come back to it.
                     client_id: None,
+                    dynsec_answers: None,
+                    device_messages: true,
                 };
-                (Some(broker), config)
+                (Some(broker), logins, config)
             }
             MqttTarget::External { host, port } => (
                 None,
+                // Answers the broker hooks: the backend's own login is the superuser.
+                BrokerLogins::new(
+                    db.clone(),
+                    settings
+                        .mqtt_username
+                        .clone()
+                        .zip(settings.mqtt_password.clone())
+                        .map(|(username, password)| BackendLogin { username, password }),
+                ),
                 ClientConfig {
                     host: host.clone(),
                     port: *port,
@@ -128,11 +148,17 @@ impl Application {
                         TelemetryRoute::Plain
                     },
                     client_id: settings.mqtt_client_id.clone(),
+                    dynsec_answers: settings
+                        .mqtt_dynsec
+                        .then(|| Arc::new(PendingAnswers::default())),
+                    device_messages: true,
                 },
             ),
         };
         let device_broker = (client_config.host.clone(), client_config.port);
+        let dynsec_answers = client_config.dynsec_answers.clone();
         let (mqtt, connection) = MqttClient::new(client_config);
+        let dynsec = dynsec_answers.map(|answers| DynamicSecurity::new(mqtt.clone(), answers));
         let command_relay = Arc::new(CommandRelay::new(db.clone(), mqtt.clone()));
         let (telemetry_queue, telemetry_writer) =
             telemetry::start_writer(db.clone(), settings.telemetry_queue);
@@ -142,6 +168,25 @@ impl Application {
         };
         if let Some(broker) = &broker {
             broker.take_telemetry(device_messages.clone());
+        }
+        // The backend's role is settled on a connection of its own before the main one
+        // starts: assigning it makes Mosquitto drop the client's connections, and the main
+        // connection should subscribe once, with the rights already in place.
+        if let Some(username) = settings
+            .mqtt_username
+            .as_ref()
+            .filter(|_| settings.mqtt_dynsec)
+            && let Err(err) = settle_backend_role(&settings, username).await
+        {
+            tracing::warn!(error = %err, "cannot settle the backend's role in Mosquitto's dynamic security yet; retrying in the background");
+            if let Some(dynsec) = &dynsec {
+                tokio::spawn(ensure_backend_role(
+                    dynsec.clone(),
+                    mqtt.clone(),
+                    username.clone(),
+                    settings.mqtt_share_group.clone(),
+                ));
+            }
         }
         mqtt.run(connection, device_messages);
 
@@ -156,6 +201,8 @@ impl Application {
             metrics: crate::metrics::handle(),
             mqtt,
             commands: command_relay,
+            broker_logins: logins,
+            dynsec,
             password_attempts: Arc::new(PasswordAttempts::new(settings_password_attempts)),
         };
         Ok(Application {
@@ -251,6 +298,102 @@ async fn metrics_upkeep(
         if ticks.is_multiple_of(12) {
             attempts.forget_idle();
         }
+    }
+}
+
+/// For one-off commands: a connection to the external broker's dynamic security when
+/// `IOTBIND_MQTT_DYNSEC` is on, once it is up (at most 5 s); `None` when it is off.
+pub async fn dynamic_security(settings: &Settings) -> anyhow::Result<Option<DynamicSecurity>> {
+    let MqttTarget::External { host, port } = &settings.mqtt else {
+        return Ok(None);
+    };
+    if !settings.mqtt_dynsec {
+        return Ok(None);
+    }
+    let answers = Arc::new(PendingAnswers::default());
+    let (mqtt, connection) = MqttClient::new(ClientConfig {
+        host: host.clone(),
+        port: *port,
+        username: settings.mqtt_username.clone(),
+        password: settings.mqtt_password.clone(),
+        telemetry: TelemetryRoute::InProcess,
+        client_id: None,
+        dynsec_answers: Some(answers.clone()),
+        device_messages: false,
+    });
+    mqtt.run(connection, IgnoreDeviceMessages);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !mqtt.is_ready() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "cannot connect to the MQTT broker at mqtt://{host}:{port} for its dynamic security; \
+             check IOTBIND_MQTT_URL, IOTBIND_MQTT_USERNAME and IOTBIND_MQTT_PASSWORD"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Some(DynamicSecurity::new(mqtt, answers)))
+}
+
+/// Settles the backend's role over every device topic through a short-lived connection; the
+/// broker may drop that connection when it assigns the role, so the check is repeated until
+/// the role is seen held (a few tries).
+async fn settle_backend_role(settings: &Settings, username: &str) -> anyhow::Result<()> {
+    for _ in 0..3 {
+        let Some(dynsec) = dynamic_security(settings).await? else {
+            return Ok(());
+        };
+        match dynsec
+            .ensure_backend_role(username, &settings.mqtt_share_group)
+            .await
+        {
+            Ok(BackendRole::Held) => {
+                dynsec.close().await;
+                return Ok(());
+            }
+            Ok(BackendRole::Assigned) | Err(DynsecError::Silent) => dynsec.close().await,
+            Err(err) => {
+                dynsec.close().await;
+                return Err(err.into());
+            }
+        }
+    }
+    anyhow::bail!("the backend's role was assigned but is not seen held")
+}
+
+/// A one-off command's connection takes no device messages.
+struct IgnoreDeviceMessages;
+
+impl crate::mqtt::client::Inbound for IgnoreDeviceMessages {
+    async fn deliver(&self, _topic: crate::mqtt::topics::DeviceTopic, _payload: bytes::Bytes) {}
+}
+
+/// Makes sure the backend's client holds the role over every device topic in Mosquitto's
+/// dynamic security, retrying until the broker answers; then subscribes again, since the
+/// subscriptions made before the role was there were refused.
+async fn ensure_backend_role(
+    dynsec: DynamicSecurity,
+    mqtt: MqttClient,
+    username: String,
+    share_group: String,
+) {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        if mqtt.is_connected() {
+            match dynsec.ensure_backend_role(&username, &share_group).await {
+                // Held: subscribe again, since earlier subscriptions were refused. Assigned:
+                // the broker drops the connection, which subscribes again when it is back.
+                Ok(BackendRole::Held) => {
+                    mqtt.subscribe_again();
+                    return;
+                }
+                Ok(BackendRole::Assigned) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot give the backend its role in Mosquitto's dynamic security; retrying");
+                }
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 

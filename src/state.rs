@@ -10,6 +10,8 @@ use crate::api::attempts::PasswordAttempts;
 use crate::config::Settings;
 use crate::db::inline::InlineReader;
 use crate::mqtt::client::MqttClient;
+use crate::mqtt::dynsec::DynamicSecurity;
+use crate::service::broker_logins::BrokerLogins;
 use crate::service::code_exchange::CodeExchange;
 use crate::service::commands::CommandRelay;
 use crate::service::credentials::Credentials;
@@ -32,6 +34,10 @@ pub struct AppState {
     pub mqtt: MqttClient,
     /// Sends commands to devices and waits for their results.
     pub commands: Arc<CommandRelay>,
+    /// Broker logins (the embedded broker's hooks and the HTTP hooks of an external one).
+    pub broker_logins: BrokerLogins,
+    /// Mosquitto's dynamic security, when devices are kept there too.
+    pub dynsec: Option<DynamicSecurity>,
     /// Password attempts per client address (in memory, per replica).
     pub password_attempts: Arc<PasswordAttempts>,
 }

@@ -1,6 +1,7 @@
 //! `/api/v1/admin/…`: operator actions, for admins only.
 
 use poem::web::Data;
+use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -74,8 +75,27 @@ error_docs!(ProvisionErrors {
     403: "`forbidden`: admins only",
     413: "`payload_too_large`",
     422: "`invalid_model`",
+    502: "`broker_unavailable`: the MQTT broker (Mosquitto's dynamic security) refused the \
+          devices or did not answer within 5 s; none was created",
     503: DATABASE_UNAVAILABLE,
 });
+
+error_docs!(RotateErrors {
+    401: "`invalid_token`",
+    403: "`forbidden`: admins only",
+    404: "`device_not_found`",
+    502: "`broker_unavailable`: the MQTT broker refused the new password or did not answer \
+          within 5 s; the old password stays",
+    503: DATABASE_UNAVAILABLE,
+});
+
+/// A device's new MQTT password, shown this once.
+#[derive(Object, Debug, Clone)]
+struct RotatedPassword {
+    device_id: Uuid,
+    /// For the device's firmware; the old password no longer works.
+    mqtt_password: String,
+}
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Admin")]
 impl AdminApi {
@@ -97,7 +117,8 @@ impl AdminApi {
         users::require_admin(&state.db, auth.0.sub).await?;
         let Json(body) = body;
         let model = body.model.as_deref().map(ModelName::parse).transpose()?;
-        let created = devices::provision(&state.db, body.count, model).await?;
+        let created =
+            devices::provision(&state.db, state.dynsec.as_ref(), body.count, model).await?;
         Ok(Provisioned::Created(Json(ProvisionedDevices {
             items: created
                 .into_iter()
@@ -111,5 +132,35 @@ impl AdminApi {
                 })
                 .collect(),
         })))
+    }
+
+    /// Give a device a new MQTT password
+    ///
+    /// The old password stops working at once (the broker drops the device's connection when
+    /// it keeps devices in Mosquitto's dynamic security). Also how a device provisioned before
+    /// dynamic security was turned on gets its broker client.
+    #[oai(
+        path = "/admin/devices/:device_id/mqtt-password",
+        method = "post",
+        operation_id = "admin_rotate_device_mqtt_password"
+    )]
+    async fn rotate_mqtt_password(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        device_id: Path<Uuid>,
+    ) -> Result<Json<RotatedPassword>, ApiFailure<RotateErrors>> {
+        users::require_admin(&state.db, auth.0.sub).await?;
+        let rotated = devices::rotate_mqtt_password(
+            &state.db,
+            state.dynsec.as_ref(),
+            &state.broker_logins,
+            device_id.0,
+        )
+        .await?;
+        Ok(Json(RotatedPassword {
+            device_id: rotated.device_id,
+            mqtt_password: rotated.mqtt_password,
+        }))
     }
 }

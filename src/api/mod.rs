@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod attempts;
 pub mod auth;
+pub mod broker_hooks;
 pub mod client_address;
 pub mod development;
 pub mod devices;
@@ -37,6 +38,9 @@ pub enum ApiTags {
     Admin,
     /// Health and metrics, for load balancers and Prometheus.
     Operations,
+    /// Hooks an external MQTT broker calls to authenticate devices and check their topics;
+    /// served only with `IOTBIND_BROKER_HOOK_SECRET`.
+    Broker,
 }
 
 /// Every resource's operations, in the order Swagger UI lists them.
@@ -46,6 +50,7 @@ type Apis = (
     devices::DevicesApi,
     admin::AdminApi,
     operations::OperationsApi,
+    broker_hooks::BrokerHooksApi,
 );
 
 fn production_apis() -> Apis {
@@ -55,6 +60,7 @@ fn production_apis() -> Apis {
         devices::DevicesApi,
         admin::AdminApi,
         operations::OperationsApi,
+        broker_hooks::BrokerHooksApi,
     )
 }
 
@@ -122,11 +128,25 @@ pub fn app(state: AppState) -> impl Endpoint {
     };
     let proxies = client_address::TrustedProxies::new(state.settings.trusted_proxies.clone());
     let body_timeout = state.settings.http_timeouts.body;
+    let hooks_served = state.settings.broker_hook_secret.is_some();
     route
         .at("/favicon.ico", poem::get(no_favicon))
+        .around(move |endpoint, request| async move {
+            // Without a hook secret the broker hooks do not exist, whatever a caller sends.
+            if !hooks_served && request.uri().path().starts_with(HOOKS_PREFIX) {
+                return Err(poem::Error::from_status(poem::http::StatusCode::NOT_FOUND));
+            }
+            endpoint
+                .call(request)
+                .await
+                .map(poem::IntoResponse::into_response)
+        })
         .data(state)
         .with(middleware::RequestEnvelope::new(proxies, body_timeout))
 }
+
+/// Where the broker hooks live.
+const HOOKS_PREFIX: &str = "/api/v1/mqtt/";
 
 /// Browsers ask every site for `/favicon.ico`; a 404 there shows as a failed resource in the
 /// console of `/docs`. "No icon", cached for a day, asks nothing of the API's error shape.

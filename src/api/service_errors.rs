@@ -206,6 +206,14 @@ impl IntoApiError for DeviceError {
             DeviceError::InvalidModel(why) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_model", why)
             }
+            DeviceError::BrokerUnavailable(why) => {
+                tracing::warn!(error = %why, "the MQTT broker did not take a device");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "broker_unavailable",
+                    "the MQTT broker refused or did not answer; nothing was changed",
+                )
+            }
             DeviceError::Internal(err) => ApiError::internal(err),
         }
     }

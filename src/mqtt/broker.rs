@@ -38,16 +38,13 @@ use rmqtt::types::{
     SubsSearchResult, SubscribeAclResult, SubscriptionIdentifier, SubscriptionOptions, To,
     TopicFilter, TopicName,
 };
-use sea_orm::DatabaseConnection;
-use secrecy::{ExposeSecret, SecretString};
-use subtle::ConstantTimeEq;
+use secrecy::SecretString;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::client::Inbound;
 use super::front_door::{FrontDoor, HandshakeLimits};
 use super::topics::{self, DeviceTopic, TopicKind};
-use crate::service::devices;
 
 /// Largest MQTT packet the broker accepts: telemetry is at most 16 KiB and commands carry at
 /// most the 64 KiB HTTP body they came in; bigger packets end the sender's connection.
@@ -69,10 +66,8 @@ const BACKEND_MAX_QUEUED_MESSAGES: usize = 200_000;
 const BACKEND_MAX_INFLIGHT: u16 = 1_024;
 /// How long a device's persistent session (clean session off) outlives its connection.
 const SESSION_EXPIRY: Duration = Duration::from_secs(3600);
-/// How long a device's credential stays cached, so a reconnect storm reads the database
-/// once per device.
-const CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(60);
-const CREDENTIAL_CACHE_CAPACITY: u64 = 100_000;
+/// Addresses remembered as out of failed logins, at most.
+const BLOCKED_ADDRESSES_CAPACITY: u64 = 100_000;
 
 /// The username and password of the backend's own connection.
 #[derive(Clone)]
@@ -86,9 +81,15 @@ impl BackendCredential {
     pub fn generate() -> BackendCredential {
         BackendCredential {
             username: format!("iotbind-backend-{}", Uuid::new_v4().simple()),
-            password: SecretString::from(crate::service::tokens::random_token()),
+            password: SecretString::from(random_password()),
         }
     }
+}
+
+/// 256 random bits, URL-safe base64: a password nobody guesses.
+fn random_password() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
 
 /// A running embedded broker.
@@ -118,8 +119,8 @@ impl EmbeddedBroker {
     /// Binds `listen` and starts serving devices, authenticated against `db`.
     pub async fn start(
         listen: SocketAddr,
-        db: DatabaseConnection,
-        backend: BackendCredential,
+        authenticator: Arc<dyn ClientAuthenticator>,
+        backend_username: String,
         limits: ConnectLimits,
     ) -> anyhow::Result<EmbeddedBroker> {
         // The busy check samples CPU load to refuse connections when the machine is busy; we
@@ -131,17 +132,10 @@ impl EmbeddedBroker {
             intake: intake_slot,
         });
         *scx.extends.shared_subscription_mut().await = Box::new(ShareByDevice);
-        *scx.extends.fitter_mgr_mut().await = Box::new(SessionLimits {
-            backend_username: backend.username.clone(),
-        });
+        *scx.extends.fitter_mgr_mut().await = Box::new(SessionLimits { backend_username });
 
         let access = Arc::new(DeviceAccess {
-            db: RwLock::new(Some(db)),
-            backend,
-            credentials: moka::future::Cache::builder()
-                .max_capacity(CREDENTIAL_CACHE_CAPACITY)
-                .time_to_live(CREDENTIAL_CACHE_TTL)
-                .build(),
+            authenticator: RwLock::new(Some(authenticator)),
             failed_logins: FailedLogins::new(limits.failed_logins_per_minute),
         });
         let register = scx.extends.hook_mgr().register();
@@ -279,20 +273,39 @@ fn bind_error(err: &anyhow::Error, addr: SocketAddr) -> anyhow::Error {
 /// Who may connect, and what each client may do.
 struct DeviceAccess {
     /// rmqtt's server context refers to itself and so is never freed; the hooks inside it
-    /// must therefore let go of the database when the broker stops, or its pool outlives the
-    /// broker (one leaked pool per server started in a process, as the tests do).
-    db: RwLock<Option<DatabaseConnection>>,
-    backend: BackendCredential,
-    /// Device id → SHA-256 of its MQTT password (`None`: no such device).
-    credentials: moka::future::Cache<Uuid, Option<String>>,
+    /// must therefore let go of what they hold (the authenticator holds the database) when
+    /// the broker stops, or it outlives the broker (one leaked pool per server started in a
+    /// process, as the tests do).
+    authenticator: RwLock<Option<Arc<dyn ClientAuthenticator>>>,
     /// Refused CONNECTs per client address.
     failed_logins: FailedLogins,
 }
 
+/// What a broker login amounts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// The backend's own login: every topic.
+    Backend,
+    /// This device: its own topics only.
+    Device(Uuid),
+    /// Unknown client or wrong password.
+    BadCredentials,
+    /// Known, but not like this (a client id other than the username).
+    NotAuthorized,
+    /// The check could not be made (the database is away): refused, never let through.
+    Unavailable,
+}
+
+/// The port through which the broker checks a login; the service layer implements it.
+#[async_trait]
+pub trait ClientAuthenticator: Send + Sync + 'static {
+    async fn authenticate(&self, client_id: &str, username: &str, password: &[u8]) -> LoginOutcome;
+}
+
 impl DeviceAccess {
     fn release(&self) {
-        if let Ok(mut db) = self.db.write() {
-            db.take();
+        if let Ok(mut authenticator) = self.authenticator.write() {
+            authenticator.take();
         }
     }
 
@@ -337,51 +350,28 @@ impl DeviceAccess {
         let (Some(username), Some(password)) = (username, password) else {
             return AuthResult::BadUsernameOrPassword;
         };
-        if username == self.backend.username {
-            // In constant time: this login may publish any device's commands.
-            let expected = self.backend.password.expose_secret().as_bytes();
-            return if bool::from(password.ct_eq(expected)) {
-                AuthResult::Allow(true, None)
-            } else {
-                AuthResult::BadUsernameOrPassword
-            };
-        }
-        let Some(device_id) = topics::canonical_device_id(username) else {
-            return AuthResult::BadUsernameOrPassword;
-        };
-        if client_id != username {
-            return AuthResult::NotAuthorized;
-        }
-        let Some(db) = self.db.read().ok().and_then(|db| db.clone()) else {
+        let Some(authenticator) = self.authenticator.read().ok().and_then(|a| a.clone()) else {
             return AuthResult::NotAuthorized;
         };
-        let stored = self
-            .credentials
-            .try_get_with(device_id, async move {
-                devices::mqtt_password_hash(&db, device_id).await
-            })
-            .await;
-        match stored {
-            // Comparing digests: timing reveals nothing usable about the password itself.
-            Ok(Some(hash)) if hash == devices::hash_secret(password) => {
-                // rmqtt publishes a last will without the publish check, so it is checked
-                // here, once: a will on another device's topic would let this device vanish
-                // and speak for that one.
-                match will_topic {
-                    Some(topic) if !topics::device_may_publish(device_id, topic) => {
-                        metrics::counter!(crate::metrics::MQTT_FORBIDDEN, "action" => "publish")
-                            .increment(1);
-                        tracing::debug!(%device_id, %topic, "connection with a forbidden last will refused");
-                        AuthResult::NotAuthorized
-                    }
-                    _ => AuthResult::Allow(false, None),
+        match authenticator
+            .authenticate(client_id, username, password)
+            .await
+        {
+            LoginOutcome::Backend => AuthResult::Allow(true, None),
+            // rmqtt publishes a last will without the publish check, so it is checked here,
+            // once: a will on another device's topic would let this device vanish and speak
+            // for that one.
+            LoginOutcome::Device(device_id) => match will_topic {
+                Some(topic) if !topics::device_may_publish(device_id, topic) => {
+                    metrics::counter!(crate::metrics::MQTT_FORBIDDEN, "action" => "publish")
+                        .increment(1);
+                    tracing::debug!(%device_id, %topic, "connection with a forbidden last will refused");
+                    AuthResult::NotAuthorized
                 }
-            }
-            Ok(_) => AuthResult::BadUsernameOrPassword,
-            Err(err) => {
-                tracing::warn!(%device_id, error = %err, "cannot check a device's MQTT password");
-                AuthResult::NotAuthorized
-            }
+                _ => AuthResult::Allow(false, None),
+            },
+            LoginOutcome::BadCredentials => AuthResult::BadUsernameOrPassword,
+            LoginOutcome::NotAuthorized | LoginOutcome::Unavailable => AuthResult::NotAuthorized,
         }
     }
 }
@@ -403,7 +393,7 @@ impl FailedLogins {
             // Entries outlive their block by little: a block lasts until one failure's worth of
             // allowance is back, at most a minute.
             blocked: moka::sync::Cache::builder()
-                .max_capacity(CREDENTIAL_CACHE_CAPACITY)
+                .max_capacity(BLOCKED_ADDRESSES_CAPACITY)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
         }

@@ -17,6 +17,7 @@ use rumqttc::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+use super::dynsec::{self, PendingAnswers};
 use super::topics::{self, DeviceTopic};
 
 /// First wait after a failed connection attempt; doubles up to [`MAX_BACKOFF`].
@@ -43,6 +44,11 @@ pub struct ClientConfig {
     /// A stable id means a persistent session: the broker queues what arrives while the
     /// backend is disconnected and delivers it on reconnect. `None`: a fresh id, clean session.
     pub client_id: Option<String>,
+    /// Set: the connection also takes the dynamic security plugin's answers, for these
+    /// waiting requests.
+    pub dynsec_answers: Option<Arc<PendingAnswers>>,
+    /// `false` for a one-off administrative connection: it subscribes to no device topic.
+    pub device_messages: bool,
 }
 
 /// How the backend takes telemetry.
@@ -67,6 +73,11 @@ pub trait Inbound: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct MqttClient {
     client: AsyncClient,
+    /// Whether the broker granted every subscription of the current connection: until it
+    /// has, what devices send may find no subscriber.
+    subscribed: Arc<AtomicBool>,
+    /// What the backend subscribes to after every connect.
+    subscriptions: Arc<Vec<String>>,
     connected: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
@@ -106,8 +117,18 @@ impl MqttClient {
         let mut network = NetworkOptions::new();
         network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
+        let mut subscriptions = if config.device_messages {
+            topics::backend_subscriptions(&config.telemetry)
+        } else {
+            Vec::new()
+        };
+        if config.dynsec_answers.is_some() {
+            subscriptions.push(dynsec::RESPONSE_TOPIC.to_owned());
+        }
         let handle = MqttClient {
             client,
+            subscribed: Arc::new(AtomicBool::new(false)),
+            subscriptions: Arc::new(subscriptions),
             connected: Arc::new(AtomicBool::new(false)),
             stopping: Arc::new(AtomicBool::new(false)),
             task: Arc::new(Mutex::new(None)),
@@ -119,10 +140,8 @@ impl MqttClient {
     pub fn run(&self, connection: Connection, inbound: impl Inbound) {
         let task = tokio::spawn(run(
             connection.eventloop,
-            self.client.clone(),
+            self.clone(),
             connection.config,
-            self.connected.clone(),
-            self.stopping.clone(),
             inbound,
         ));
         if let Ok(mut slot) = self.task.lock() {
@@ -130,9 +149,15 @@ impl MqttClient {
         }
     }
 
-    /// Whether the connection is up right now (for readiness).
+    /// Whether the connection is up right now.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection is up and the broker granted its subscriptions: what readiness
+    /// asks, since before that device messages may find nobody to take them.
+    pub fn is_ready(&self) -> bool {
+        self.is_connected() && self.subscribed.load(Ordering::Relaxed)
     }
 
     /// Queues a QoS 1 publish without waiting; while disconnected it leaves on reconnect. Fails
@@ -140,6 +165,12 @@ impl MqttClient {
     pub fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), rumqttc::ClientError> {
         self.client
             .try_publish(topic, QoS::AtLeastOnce, false, payload)
+    }
+
+    /// Subscribes again to what the backend subscribes to after a connect, for when the
+    /// broker refused earlier because the backend had no rights yet.
+    pub fn subscribe_again(&self) {
+        subscribe(&self.client, &self.subscriptions);
     }
 
     /// Disconnects and stops the event loop, so no more messages arrive.
@@ -160,14 +191,29 @@ impl MqttClient {
     }
 }
 
+fn subscribe(client: &AsyncClient, filters: &[String]) {
+    let filters = filters
+        .iter()
+        .map(|filter| SubscribeFilter::new(filter.clone(), QoS::AtLeastOnce));
+    if let Err(err) = client.try_subscribe_many(filters) {
+        tracing::error!(error = %err, "cannot queue the backend's subscriptions");
+    }
+}
+
 async fn run(
     mut eventloop: EventLoop,
-    client: AsyncClient,
+    handle: MqttClient,
     config: ClientConfig,
-    connected: Arc<AtomicBool>,
-    stopping: Arc<AtomicBool>,
     inbound: impl Inbound,
 ) {
+    let MqttClient {
+        client,
+        subscriptions,
+        subscribed,
+        connected,
+        stopping,
+        ..
+    } = handle;
     let broker = format!("mqtt://{}:{}", config.host, config.port);
     let mut backoff = MIN_BACKOFF;
     loop {
@@ -177,23 +223,25 @@ async fn run(
                 connected.store(true, Ordering::Relaxed);
                 metrics::gauge!(crate::metrics::MQTT_CONNECTED).set(1.0);
                 tracing::info!(%broker, "MQTT connected");
-                let filters = topics::backend_subscriptions(&config.telemetry)
-                    .into_iter()
-                    .map(|filter| SubscribeFilter::new(filter, QoS::AtLeastOnce));
-                if let Err(err) = client.try_subscribe_many(filters) {
-                    tracing::error!(error = %err, "cannot queue the backend's subscriptions");
-                }
+                subscribe(&client, &subscriptions);
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                if ack
+                let refused = ack
                     .return_codes
                     .iter()
-                    .any(|code| matches!(code, SubscribeReasonCode::Failure))
-                {
+                    .any(|code| matches!(code, SubscribeReasonCode::Failure));
+                subscribed.store(!refused, Ordering::Relaxed);
+                if refused {
                     tracing::error!(%broker, "the broker refused a backend subscription; check its ACL");
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if let Some(answers) = &config.dynsec_answers
+                    && publish.topic == dynsec::RESPONSE_TOPIC
+                {
+                    answers.deliver(&publish.payload);
+                    continue;
+                }
                 match DeviceTopic::parse(&publish.topic) {
                     Some(topic) => inbound.deliver(topic, publish.payload).await,
                     None => {
@@ -207,6 +255,7 @@ async fn run(
                 if stopping.load(Ordering::Relaxed) {
                     break;
                 }
+                subscribed.store(false, Ordering::Relaxed);
                 if connected.swap(false, Ordering::Relaxed) {
                     metrics::gauge!(crate::metrics::MQTT_CONNECTED).set(0.0);
                     tracing::warn!(%broker, error = %err, "MQTT connection lost; reconnecting");

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod client;
+pub mod dynsec;
 pub mod front_door;
 pub mod payload;
 pub mod topics;

@@ -94,6 +94,15 @@ pub fn backend_subscriptions(telemetry: &TelemetryRoute) -> Vec<String> {
     filters
 }
 
+/// The topics a device may publish to: its own three upstream ones.
+pub fn device_publish_topics(device_id: Uuid) -> [String; 3] {
+    [
+        telemetry(device_id),
+        status(device_id),
+        command_result(device_id),
+    ]
+}
+
 /// A device may publish only to its own three upstream topics.
 pub fn device_may_publish(device_id: Uuid, topic: &str) -> bool {
     matches!(

@@ -10,8 +10,10 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::broker_logins::BrokerLogins;
 use super::tokens::now_ms;
 use crate::entity::{claim_failures, devices, telemetry};
+use crate::mqtt::dynsec::DynamicSecurity;
 
 /// Failed claims a user may make per hour; the next one is refused without checking.
 pub const MAX_FAILED_CLAIMS_PER_HOUR: u64 = 10;
@@ -40,6 +42,10 @@ pub enum DeviceError {
     InvalidName(&'static str),
     #[error("invalid model: {0}")]
     InvalidModel(&'static str),
+    /// The broker that must know the device (Mosquitto's dynamic security) refused it or did
+    /// not answer: nothing was changed.
+    #[error("the MQTT broker did not take the device: {0}")]
+    BrokerUnavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -121,9 +127,13 @@ fn random_label(len: usize) -> String {
         .collect()
 }
 
-/// Creates `count` devices in one transaction and returns their one-time credentials.
+/// Creates `count` devices in one transaction and returns their one-time credentials. With
+/// `broker` (Mosquitto's dynamic security), the broker gets each device's client first; if it
+/// refuses or stays silent nothing is stored, and if the database then fails the broker's
+/// clients are removed again.
 pub async fn provision(
     db: &sea_orm::DatabaseConnection,
+    broker: Option<&DynamicSecurity>,
     count: u32,
     model: Option<ModelName>,
 ) -> Result<Vec<ProvisionedDevice>, DeviceError> {
@@ -158,15 +168,83 @@ pub async fn provision(
         last_seen_at: Set(None),
         created_at: Set(now),
     });
-    let txn = db.begin().await?;
     let rows: Vec<_> = rows.collect();
-    for chunk in rows.chunks(200) {
-        devices::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(&txn)
-            .await?;
+    if let Some(broker) = broker {
+        let credentials: Vec<(Uuid, String)> = provisioned
+            .iter()
+            .map(|d| (d.device_id, d.mqtt_password.clone()))
+            .collect();
+        broker
+            .create_devices(&credentials)
+            .await
+            .map_err(|err| DeviceError::BrokerUnavailable(err.to_string()))?;
     }
-    txn.commit().await?;
+    let stored = async {
+        let txn = db.begin().await?;
+        for chunk in rows.chunks(200) {
+            devices::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        txn.commit().await
+    }
+    .await;
+    if let Err(err) = stored {
+        if let Some(broker) = broker {
+            let ids: Vec<Uuid> = provisioned.iter().map(|d| d.device_id).collect();
+            broker.delete_devices(&ids).await;
+        }
+        return Err(err.into());
+    }
     Ok(provisioned)
+}
+
+/// A device's new MQTT password, shown once.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RotatedPassword {
+    pub device_id: Uuid,
+    pub mqtt_password: String,
+}
+
+/// Gives a device a new MQTT password; the old one stops working at once: in the broker
+/// (`broker`, which also drops the device's session), then in the stored hash, then in
+/// `logins`' cache. A broker that refuses leaves everything as it was.
+pub async fn rotate_mqtt_password(
+    db: &sea_orm::DatabaseConnection,
+    broker: Option<&DynamicSecurity>,
+    logins: &BrokerLogins,
+    device_id: Uuid,
+) -> Result<RotatedPassword, DeviceError> {
+    if devices::Entity::find_by_id(device_id)
+        .one(db)
+        .await?
+        .is_none()
+    {
+        return Err(DeviceError::NotFound);
+    }
+    let mqtt_password = super::tokens::random_token();
+    if let Some(broker) = broker {
+        broker
+            .set_device_password(device_id, &mqtt_password)
+            .await
+            .map_err(|err| DeviceError::BrokerUnavailable(err.to_string()))?;
+    }
+    let updated = devices::Entity::update_many()
+        .col_expr(
+            devices::Column::MqttPasswordHash,
+            Expr::value(hash_secret(&mqtt_password)),
+        )
+        .filter(devices::Column::Id.eq(device_id))
+        .exec(db)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Err(DeviceError::NotFound);
+    }
+    logins.forget(device_id).await;
+    Ok(RotatedPassword {
+        device_id,
+        mqtt_password,
+    })
 }
 
 /// The stored MQTT password hash of a device, for the broker's login check.

@@ -40,7 +40,7 @@ pub async fn check(state: &AppState) -> HealthReport {
             false
         }
     };
-    let broker = state.mqtt.is_connected();
+    let broker = state.mqtt.is_ready();
     if !broker {
         tracing::warn!("readiness: the MQTT connection is down");
     }

@@ -1,6 +1,7 @@
 //! The rules of iotbind, free of HTTP: each module owns one subject and one error enum.
 
 pub mod auth;
+pub mod broker_logins;
 pub mod code_exchange;
 pub mod commands;
 pub mod credentials;

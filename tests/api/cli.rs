@@ -453,3 +453,76 @@ fn production_refuses_a_short_backend_broker_password() {
         "the password itself is never shown"
     );
 }
+
+#[tokio::test]
+async fn device_rotate_password_prints_a_new_password_and_the_old_one_stops_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(&dir).await;
+    let output = iotbind(&dir)
+        .env("IOTBIND_DATABASE_URL", &url)
+        .args(["device", "provision"])
+        .output()
+        .unwrap();
+    let device: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let id = device["device_id"].as_str().unwrap();
+
+    let output = iotbind(&dir)
+        .env("IOTBIND_DATABASE_URL", &url)
+        .args(["device", "rotate-password", id])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rotated: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rotated["device_id"], id);
+    let new_password = rotated["mqtt_password"].as_str().unwrap();
+    assert_ne!(new_password, device["mqtt_password"].as_str().unwrap());
+
+    use sea_orm::EntityTrait;
+    let db = sea_orm::Database::connect(url.as_str()).await.unwrap();
+    let stored = iotbind::entity::devices::Entity::find_by_id(id.parse::<uuid::Uuid>().unwrap())
+        .one(&db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.mqtt_password_hash,
+        iotbind::service::devices::hash_secret(new_password)
+    );
+
+    let output = iotbind(&dir)
+        .env("IOTBIND_DATABASE_URL", &url)
+        .args([
+            "device",
+            "rotate-password",
+            &uuid::Uuid::new_v4().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("no such device"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_short_hook_secret_or_dynamic_security_without_mosquitto_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = iotbind(&dir)
+        .env("IOTBIND_BROKER_HOOK_SECRET", "too short")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("IOTBIND_BROKER_HOOK_SECRET"));
+    assert!(
+        !stderr(&output).contains("too short"),
+        "the secret is not shown"
+    );
+    let output = iotbind(&dir)
+        .env("IOTBIND_MQTT_DYNSEC", "true")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("IOTBIND_MQTT_DYNSEC"));
+}

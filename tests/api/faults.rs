@@ -21,6 +21,7 @@ use serde_json::json;
 use crate::broker_proxy::BrokerProxy;
 use crate::device_client::eventually;
 use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with};
+use crate::mosquitto::PrivateMosquitto;
 
 /// A bound for "answered rather than hung": far above any budget the server has (WeChat 5 s,
 /// pool acquire 5 s), far below a hang. Not a timing goal.
@@ -553,90 +554,6 @@ async fn sigterm_under_load_answers_in_flight_requests_and_stores_acknowledged_t
 }
 
 // --- The external broker restarted under telemetry load -------------------------------------
-
-/// A Mosquitto of the test's own (the machine's shared one must not be restarted under other
-/// tests), on a free port, persisting sessions in a temporary directory as a production
-/// broker would. `None` when Mosquitto is not installed, which CI does not allow.
-struct PrivateMosquitto {
-    dir: tempfile::TempDir,
-    port: u16,
-    process: Option<std::process::Child>,
-}
-
-impl PrivateMosquitto {
-    fn start() -> Option<PrivateMosquitto> {
-        let installed = std::process::Command::new("mosquitto")
-            .arg("-h")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok();
-        if !installed {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "CI must have mosquitto installed"
-            );
-            eprintln!("mosquitto is not installed; the broker restart test has nothing to run");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n\
-             persistence_location {}/\nmax_queued_messages 100000\n",
-            dir.path().display()
-        );
-        std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
-        let mut broker = PrivateMosquitto {
-            dir,
-            port,
-            process: None,
-        };
-        broker.run();
-        Some(broker)
-    }
-
-    fn run(&mut self) {
-        let process = std::process::Command::new("mosquitto")
-            .arg("-c")
-            .arg(self.dir.path().join("mosquitto.conf"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        self.process = Some(process);
-        let addr = format!("127.0.0.1:{}", self.port);
-        let deadline = Instant::now() + DID_NOT_HANG;
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops it as an operator's restart does (SIGTERM: it saves its sessions), then starts it
-    /// again on the same port.
-    async fn restart(&mut self, down_for: Duration) {
-        if let Some(mut process) = self.process.take() {
-            signal(&process, "TERM");
-            tokio::task::spawn_blocking(move || process.wait())
-                .await
-                .unwrap()
-                .unwrap();
-        }
-        tokio::time::sleep(down_for).await;
-        self.run();
-    }
-}
-
-impl Drop for PrivateMosquitto {
-    fn drop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            let _ = process.kill();
-            let _ = process.wait();
-        }
-    }
-}
 
 /// A device publishing numbered telemetry with QoS 1, one message in flight at a time, and
 /// recording each number once the broker has acknowledged it. It rides through the broker

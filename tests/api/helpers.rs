@@ -74,7 +74,7 @@ pub async fn spawn_app_with(mut args: ConfigArgs) -> TestApp {
     // The backend's MQTT connection comes up in the background; tests start once it is up
     // (or give up waiting and let a test about an unreachable broker see it down).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !state.mqtt.is_connected() && std::time::Instant::now() < deadline {
+    while !state.mqtt.is_ready() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     TestApp {

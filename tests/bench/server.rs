@@ -115,7 +115,7 @@ impl InProcess {
             .expect("the server starts");
         let (base, (mqtt_host, mqtt_port), state) = app_info;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !state.mqtt.is_connected() && Instant::now() < deadline {
+        while !state.mqtt.is_ready() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         InProcess {
@@ -289,7 +289,7 @@ pub async fn provision(
     while devices.len() < count {
         let batch =
             (count - devices.len()).min(iotbind::service::devices::MAX_PROVISION_COUNT as usize);
-        let made = iotbind::service::devices::provision(db, batch as u32, None)
+        let made = iotbind::service::devices::provision(db, None, batch as u32, None)
             .await
             .expect("devices are provisioned");
         devices.extend(made.into_iter().map(|d| device_sim::DeviceCredentials {
