@@ -22,6 +22,7 @@ mod openapi;
 mod operations;
 mod proxies;
 mod races;
+mod replicas;
 mod sessions;
 mod slow_clients;
 mod telemetry;
