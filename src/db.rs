@@ -92,6 +92,7 @@ async fn stable_query_plans(conn: &mut SqliteConnection) -> Result<(), sqlx::Err
 
 /// Sets QPSG on (1), off (0), or leaves it (-1); answers the setting now in force, or SQLite's
 /// error code.
+#[allow(unsafe_code)] // The one FFI call: `sqlite3_db_config` has no safe wrapper.
 fn query_planner_stability(
     handle: &mut LockedSqliteHandle<'_>,
     value: c_int,

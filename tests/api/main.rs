@@ -1,6 +1,9 @@
 //! Integration tests: each spawns the whole server on port 0 with its own database and talks
 //! to it over HTTP (and runs the `iotbind` binary for the CLI), as a client would.
 
+// Test code fails by panicking; the workspace's ban on unwrap and expect is for the server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod abuse;
 mod auth;
 mod broker;

@@ -17,8 +17,13 @@
 //! - `http_cases`: cases 1–3 (authorized read, WeChat login, password work).
 //! - `mqtt_cases`: cases 4–5 (command round trip, telemetry ingestion).
 //! - `memory`: case 6 (peak RSS idle and with 10,000 devices).
+//! - `broker_cases`: cases 7–8 (the broker auth hook, two replicas behind one Mosquitto).
 //! - `report`: the table.
 
+// Test code fails by panicking; the workspace's ban on unwrap and expect is for the server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod broker_cases;
 mod http_cases;
 mod load;
 mod memory;
@@ -34,13 +39,15 @@ use clap::Parser;
 use crate::server::DatabaseChoice;
 
 /// What can be chosen with `--only`.
-const CASES: [&str; 6] = [
+const CASES: [&str; 8] = [
     "read",
     "wechat",
     "password",
     "commands",
     "telemetry",
     "memory",
+    "hook",
+    "replicas",
 ];
 
 #[derive(Parser)]
@@ -56,7 +63,7 @@ struct Cli {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     warmup: Duration,
     /// Run only these cases (comma separated): read, wechat, password, commands,
-    /// telemetry, memory.
+    /// telemetry, memory, hook, replicas.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Leave these cases out (comma separated).
@@ -167,6 +174,8 @@ fn main() {
                 "commands" => mqtt_cases::command_round_trip(&options, &mut table).await,
                 "telemetry" => mqtt_cases::telemetry_ingestion(&options, &mut table).await,
                 "memory" => memory::connections_and_memory(&options, &mut table).await,
+                "hook" => broker_cases::broker_hook(&options, &mut table).await,
+                "replicas" => broker_cases::replicas(&options, &mut table).await,
                 _ => unreachable!("case names are checked above"),
             }
         }

@@ -79,17 +79,30 @@ pub struct InProcess {
 impl InProcess {
     /// Starts the server with the embedded defaults on port 0 and a fresh database.
     pub async fn start(database: &DatabaseChoice) -> InProcess {
+        Self::start_with(database, |_| {}).await
+    }
+
+    /// Like [`InProcess::start`], with some settings changed by `adjust` (which may also
+    /// name an existing database to share).
+    pub async fn start_with(
+        database: &DatabaseChoice,
+        adjust: impl FnOnce(&mut ConfigArgs),
+    ) -> InProcess {
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let database_url = database.fresh_url(dir.path()).await;
         let backend_password = iotbind::service::tokens::random_token();
-        let args = ConfigArgs {
+        let mut args = ConfigArgs {
             http_addr: Some("127.0.0.1:0".to_owned()),
             mqtt_listen: Some("127.0.0.1:0".to_owned()),
-            database_url: Some(database_url.clone()),
             mqtt_username: Some(BACKEND_USERNAME.to_owned()),
             mqtt_password: Some(backend_password.clone()),
             ..ConfigArgs::default()
         };
+        adjust(&mut args);
+        let database_url = match args.database_url.clone() {
+            Some(url) => url,
+            None => database.fresh_url(dir.path()).await,
+        };
+        args.database_url = Some(database_url.clone());
         let settings = Settings::from_args(&args).expect("benchmark settings are valid");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -340,6 +353,8 @@ pub async fn wait_online(fleet: &device_sim::Fleet, want: u64, limit: Duration) 
 pub struct ChildServer {
     child: Child,
     pub mqtt_port: u16,
+    /// Its HTTP address (`http://127.0.0.1:port`).
+    pub base: String,
     _dir: tempfile::TempDir,
 }
 
@@ -384,17 +399,40 @@ impl ChildServer {
             db.close().await.ok();
             credentials
         };
+        let (child, base, mqtt_port) = Self::spawn(binary, &dir, &database_url, &[]).await;
+        (
+            ChildServer {
+                child,
+                mqtt_port: mqtt_port.unwrap_or_default(),
+                base,
+                _dir: dir,
+            },
+            credentials,
+        )
+    }
+
+    /// Starts `binary serve` on `database_url` with `env` on top of port 0 for HTTP and the
+    /// embedded broker, in `dir`, and waits for readiness; returns the process, its HTTP
+    /// base and the embedded broker's port (`None` with an external broker).
+    async fn spawn(
+        binary: &Path,
+        dir: &tempfile::TempDir,
+        database_url: &str,
+        env: &[(&str, String)],
+    ) -> (Child, String, Option<u16>) {
         let log_path = dir.path().join("server.log");
         let log = std::fs::File::create(&log_path).expect("a log file");
+        let external = env.iter().any(|(name, _)| *name == "IOTBIND_MQTT_URL");
         let child = Command::new(binary)
             .arg("serve")
             .env("IOTBIND_HTTP_ADDR", "127.0.0.1:0")
             .env("IOTBIND_MQTT_LISTEN", "127.0.0.1:0")
-            .env("IOTBIND_DATABASE_URL", &database_url)
+            .env("IOTBIND_DATABASE_URL", database_url)
             .env("IOTBIND_LOG_FORMAT", "json")
             // The two "listening on" lines say which ports port 0 became; per-connection lines
             // of the broker would only grow the log.
             .env("RUST_LOG", "warn,iotbind=info")
+            .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file, twice"))
@@ -404,11 +442,13 @@ impl ChildServer {
         let deadline = Instant::now() + Duration::from_secs(30);
         let (base, mqtt_port) = loop {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if let (Some(http), Some(mqtt)) = (
-                port_after(&text, "listening on http://127.0.0.1:"),
-                port_after(&text, "listening on mqtt://127.0.0.1:"),
-            ) {
-                break (format!("http://127.0.0.1:{http}"), mqtt);
+            let http = port_after(&text, "listening on http://127.0.0.1:");
+            let mqtt = port_after(&text, "listening on mqtt://127.0.0.1:");
+            match (http, mqtt) {
+                (Some(http), mqtt) if external || mqtt.is_some() => {
+                    break (format!("http://127.0.0.1:{http}"), mqtt);
+                }
+                _ => {}
             }
             assert!(
                 Instant::now() < deadline,
@@ -425,14 +465,40 @@ impl ChildServer {
             assert!(Instant::now() < deadline, "the server never became ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        (
-            ChildServer {
-                child,
-                mqtt_port,
-                _dir: dir,
-            },
-            credentials,
+        (child, base, mqtt_port)
+    }
+
+    /// A replica on an existing database with an external broker (`mqtt_url`).
+    pub async fn replica(binary: &Path, database_url: &str, mqtt_url: &str) -> ChildServer {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let (child, base, _) = Self::spawn(
+            binary,
+            &dir,
+            database_url,
+            &[("IOTBIND_MQTT_URL", mqtt_url.to_owned())],
         )
+        .await;
+        ChildServer {
+            child,
+            mqtt_port: 0,
+            base,
+            _dir: dir,
+        }
+    }
+
+    /// Telemetry rows this server has written, from its `/metrics`.
+    pub async fn rows_written(&self) -> f64 {
+        let Ok(response) = client().get(format!("{}/metrics", self.base)).send().await else {
+            return 0.0;
+        };
+        response
+            .text()
+            .await
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.starts_with("iotbind_telemetry_rows_written_total"))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
     }
 
     /// `(VmRSS, VmHWM)` of the server process in bytes.
