@@ -1,4 +1,4 @@
-// The message a user sees for each error code of the iotbind API (DESIGN §3), in Simplified
+// The message a user sees for each error code of the iotbind API, in Simplified
 // Chinese, and for failures that never reached the server. One table so wording stays
 // consistent across pages; an unknown code gets the generic message.
 const MESSAGES = {
@@ -7,6 +7,7 @@ const MESSAGES = {
   not_found: '请求的内容不存在',
   method_not_allowed: '不支持该操作',
   payload_too_large: '提交的内容过大',
+  request_timeout: '发送超时，请重试',
   too_many_attempts: '尝试次数过多，请稍后再试',
   unavailable: '服务暂时不可用，请稍后再试',
   internal: '服务器开小差了，请稍后再试',

@@ -1,7 +1,7 @@
 // A small device for the end-to-end tests, run as a Node process of its own (the mqtt package
 // would take jsdom for a browser): it connects to the embedded broker with its credentials,
-// says online (retained), publishes telemetry, and answers set_relay commands the way DESIGN
-// §4 describes firmware. It tells its parent what happens over the IPC channel.
+// says online (retained), publishes telemetry, and answers set_relay commands the way the MQTT
+// contract (openapi/asyncapi.yaml) describes firmware. It tells its parent what happens over the IPC channel.
 const mqtt = require('mqtt')
 
 const [url, deviceId, password] = process.argv.slice(2)
