@@ -18,7 +18,7 @@ use rumqttc::{
 use secrecy::{ExposeSecret, SecretString};
 
 use super::dynsec::{self, PendingAnswers};
-use super::topics::{self, DeviceTopic};
+use super::topics::DeviceTopic;
 
 /// First wait after a failed connection attempt; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -118,7 +118,7 @@ impl MqttClient {
         network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
         let mut subscriptions = if config.device_messages {
-            topics::backend_subscriptions(&config.telemetry)
+            backend_subscriptions(&config.telemetry)
         } else {
             Vec::new()
         };
@@ -190,6 +190,25 @@ impl MqttClient {
         self.connected.store(false, Ordering::Relaxed);
     }
 }
+/// What the backend subscribes to. Telemetry goes through a shared subscription so that
+/// replicas in one group split it, or a plain one (one replica), or not at all when the
+/// embedded broker hands it over in process; every replica sees every result and status (few,
+/// and applying them is idempotent).
+fn backend_subscriptions(telemetry: &TelemetryRoute) -> Vec<String> {
+    let mut filters = vec![
+        "devices/+/status".to_owned(),
+        "devices/+/commands/result".to_owned(),
+    ];
+    match telemetry {
+        TelemetryRoute::Shared(group) => {
+            filters.push(format!("$share/{group}/devices/+/telemetry"))
+        }
+        TelemetryRoute::Plain => filters.push("devices/+/telemetry".to_owned()),
+        TelemetryRoute::InProcess => {}
+    }
+    filters
+}
+
 
 fn subscribe(client: &AsyncClient, filters: &[String]) {
     let filters = filters
@@ -268,4 +287,27 @@ async fn run(
         }
     }
     connected.store(false, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backend_takes_telemetry_by_subscription_only_from_an_external_broker() {
+        let shared = backend_subscriptions(&TelemetryRoute::Shared("g".to_owned()));
+        assert!(shared.contains(&"$share/g/devices/+/telemetry".to_owned()));
+        let plain = backend_subscriptions(&TelemetryRoute::Plain);
+        assert!(plain.contains(&"devices/+/telemetry".to_owned()));
+        let in_process = backend_subscriptions(&TelemetryRoute::InProcess);
+        assert!(
+            !in_process
+                .iter()
+                .any(|filter| filter.ends_with("/telemetry"))
+        );
+        for filters in [shared, plain, in_process] {
+            assert!(filters.contains(&"devices/+/status".to_owned()));
+            assert!(filters.contains(&"devices/+/commands/result".to_owned()));
+        }
+    }
 }

@@ -3,7 +3,6 @@
 
 use uuid::Uuid;
 
-use super::client::TelemetryRoute;
 
 /// What a message on a device topic is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,25 +72,6 @@ pub fn commands(device_id: Uuid) -> String {
 
 pub fn command_result(device_id: Uuid) -> String {
     format!("devices/{device_id}/commands/result")
-}
-
-/// What the backend subscribes to. Telemetry goes through a shared subscription so that
-/// replicas in one group split it, or a plain one (one replica), or not at all when the
-/// embedded broker hands it over in process; every replica sees every result and status (few,
-/// and applying them is idempotent).
-pub fn backend_subscriptions(telemetry: &TelemetryRoute) -> Vec<String> {
-    let mut filters = vec![
-        "devices/+/status".to_owned(),
-        "devices/+/commands/result".to_owned(),
-    ];
-    match telemetry {
-        TelemetryRoute::Shared(group) => {
-            filters.push(format!("$share/{group}/devices/+/telemetry"))
-        }
-        TelemetryRoute::Plain => filters.push("devices/+/telemetry".to_owned()),
-        TelemetryRoute::InProcess => {}
-    }
-    filters
 }
 
 /// The topics a device may publish to: its own three upstream ones.
@@ -165,24 +145,6 @@ mod tests {
         assert!(!device_may_publish(id(A), &telemetry(id(B))));
         assert!(!device_may_publish(id(A), &command_result(id(B))));
         assert!(!device_may_publish(id(A), "devices/+/telemetry"));
-    }
-
-    #[test]
-    fn the_backend_takes_telemetry_by_subscription_only_from_an_external_broker() {
-        let shared = backend_subscriptions(&TelemetryRoute::Shared("g".to_owned()));
-        assert!(shared.contains(&"$share/g/devices/+/telemetry".to_owned()));
-        let plain = backend_subscriptions(&TelemetryRoute::Plain);
-        assert!(plain.contains(&"devices/+/telemetry".to_owned()));
-        let in_process = backend_subscriptions(&TelemetryRoute::InProcess);
-        assert!(
-            !in_process
-                .iter()
-                .any(|filter| filter.ends_with("/telemetry"))
-        );
-        for filters in [shared, plain, in_process] {
-            assert!(filters.contains(&"devices/+/status".to_owned()));
-            assert!(filters.contains(&"devices/+/commands/result".to_owned()));
-        }
     }
 
     #[test]
