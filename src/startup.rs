@@ -21,13 +21,16 @@ use crate::db;
 use crate::mqtt::broker::{BackendCredential, ConnectLimits, EmbeddedBroker};
 use crate::mqtt::client::{ClientConfig, MqttClient, TelemetryRoute};
 use crate::mqtt::dynsec::{BackendRole, DynamicSecurity, DynsecError, PendingAnswers};
+use crate::service::auth::Logins;
 use crate::service::broker_logins::{BackendLogin, BrokerLogins};
+use crate::service::clock::Clock;
 use crate::service::code_exchange::CodeExchange;
 use crate::service::commands::{self, CommandRelay};
 use crate::service::credentials::{self, Credentials};
 use crate::service::device_messages::DeviceMessages;
+use crate::service::me::Accounts;
 use crate::service::passwords::PasswordHasher;
-use crate::service::{auth, devices, telemetry, tokens};
+use crate::service::{devices, telemetry, tokens};
 use crate::state::AppState;
 use crate::wechat::client::WechatClient;
 
@@ -39,6 +42,8 @@ pub struct Application {
     http: TcpListener,
     http_addr: SocketAddr,
     state: AppState,
+    /// Password attempts per client address (in memory, per replica): the HTTP layer's brake.
+    password_attempts: Arc<PasswordAttempts>,
     /// Present when the broker runs in this process.
     broker: Option<EmbeddedBroker>,
     /// Where devices connect.
@@ -67,13 +72,15 @@ impl Application {
             );
         }
 
+        let clock = Clock::default();
         let signing_secret = tokens::signing_secret(&db, settings.jwt_secret.as_ref()).await?;
-        let token_service = tokens::TokenService::new(
+        let token_service = Arc::new(tokens::TokenService::new(
             &signing_secret,
             settings.access_ttl,
             settings.refresh_ttl,
             settings.refresh_reuse_grace,
-        );
+            clock.clone(),
+        ));
         let wechat = WechatClient::from_settings(&settings, http_addr)?;
 
         let (broker, logins, client_config) = match &settings.mqtt {
@@ -190,25 +197,41 @@ impl Application {
         }
         mqtt.run(connection, device_messages);
 
-        let settings_password_attempts = settings.password_attempts_per_minute;
+        let password_attempts =
+            Arc::new(PasswordAttempts::new(settings.password_attempts_per_minute));
+        let credentials = Credentials::new(PasswordHasher::for_this_machine(), clock.clone());
         let state = AppState {
+            logins: Logins {
+                db: db.clone(),
+                credentials: credentials.clone(),
+                tokens: token_service.clone(),
+                code_exchange: Arc::new(CodeExchange::new(wechat)),
+                wechat_appid: settings.wechat_appid.clone(),
+                bind_ticket_ttl: settings.bind_ticket_ttl,
+                clock: clock.clone(),
+            },
+            accounts: Accounts {
+                db: db.clone(),
+                inline_reads: db::inline::InlineReader::for_url(&settings.database_url)?
+                    .map(Arc::new),
+                credentials,
+                wechat_appid: settings.wechat_appid.clone(),
+            },
             db,
-            inline_reads: db::inline::InlineReader::for_url(&settings.database_url)?.map(Arc::new),
             settings: Arc::new(settings),
-            credentials: Credentials::new(PasswordHasher::for_this_machine()),
-            tokens: Arc::new(token_service),
-            code_exchange: Arc::new(CodeExchange::new(wechat)),
+            tokens: token_service,
             metrics: crate::metrics::handle(),
             mqtt,
             commands: command_relay,
             broker_logins: logins,
             dynsec,
-            password_attempts: Arc::new(PasswordAttempts::new(settings_password_attempts)),
+            clock,
         };
         Ok(Application {
             http: listener,
             http_addr,
             state,
+            password_attempts,
             broker,
             device_broker,
             telemetry_writer,
@@ -238,9 +261,9 @@ impl Application {
     ) -> anyhow::Result<()> {
         let upkeep = tokio::spawn(metrics_upkeep(
             self.state.metrics.clone(),
-            self.state.password_attempts.clone(),
+            self.password_attempts.clone(),
         ));
-        let purge = tokio::spawn(purge_expired(self.state.db.clone()));
+        let purge = tokio::spawn(purge_periodically(self.state.clone()));
         let sweeper = tokio::spawn(expire_overdue_commands(self.state.db.clone()));
         tracing::info!(
             "iotbind listening on http://{} (Swagger UI at /docs)",
@@ -254,7 +277,7 @@ impl Application {
                 .map_or("off".to_owned(), |n| format!("{n} per client address")),
             "client addresses and the password attempt limit"
         );
-        let app = api::app(self.state.clone());
+        let app = api::app(self.state.clone(), self.password_attempts.clone());
         let served = api::server::serve(
             self.http,
             app,
@@ -397,30 +420,38 @@ async fn ensure_backend_role(
     }
 }
 
-/// Deletes expired bind tickets and refresh families every ten minutes.
-async fn purge_expired(db: sea_orm::DatabaseConnection) {
+/// Runs [`purge_expired`] every ten minutes.
+async fn purge_periodically(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
         tick.tick().await;
-        if let Err(err) = devices::purge_old_claim_failures(&db).await {
-            tracing::warn!(error = %err, "purging old failed claims failed; will retry");
+        purge_expired(&state).await;
+    }
+}
+
+/// Deletes what has expired by the state's clock: bind tickets, refresh families, and the
+/// counts behind the claim limit and the lockout. Failures are logged; the next round retries.
+pub async fn purge_expired(state: &AppState) {
+    let db = &state.db;
+    let now = state.clock.now_ms();
+    if let Err(err) = devices::purge_old_claim_failures(db).await {
+        tracing::warn!(error = %err, "purging old failed claims failed; will retry");
+    }
+    if let Err(err) = credentials::purge_stale_failures(db, now).await {
+        tracing::warn!(error = %err, "purging old failed logins failed; will retry");
+    }
+    match (
+        state.logins.purge_expired_tickets().await,
+        tokens::purge_expired(db, now).await,
+    ) {
+        (Ok(tickets), Ok(families)) => {
+            tracing::debug!(tickets, families, "purged expired bind tickets and logins")
         }
-        if let Err(err) = credentials::purge_stale_failures(&db).await {
-            tracing::warn!(error = %err, "purging old failed logins failed; will retry");
-        }
-        match (
-            auth::purge_expired_tickets(&db).await,
-            tokens::purge_expired(&db).await,
-        ) {
-            (Ok(tickets), Ok(families)) => {
-                tracing::debug!(tickets, families, "purged expired bind tickets and logins")
-            }
-            (tickets, families) => tracing::warn!(
-                tickets = ?tickets.err(),
-                families = ?families.err().map(|e| e.to_string()),
-                "purging expired credentials failed; will retry"
-            ),
-        }
+        (tickets, families) => tracing::warn!(
+            tickets = ?tickets.err(),
+            families = ?families.err().map(|e| e.to_string()),
+            "purging expired credentials failed; will retry"
+        ),
     }
 }
 

@@ -7,7 +7,10 @@ use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
 
+use std::sync::Arc;
+
 use super::ApiTags;
+use super::attempts::PasswordAttempts;
 use super::client_address::ClientAddress;
 use super::error::{ApiFailure, DATABASE_UNAVAILABLE};
 use super::models::{Authenticated, BindRequired, WechatLoginResult};
@@ -213,7 +216,9 @@ impl AuthApi {
         state: Data<&AppState>,
         body: Json<WechatLoginRequest>,
     ) -> Result<Json<WechatLoginResult>, ApiFailure<WechatLoginErrors>> {
-        let result = auth::wechat_login(&state, &body.code)
+        let result = state
+            .logins
+            .wechat_login(&body.code)
             .await
             .map_err(ApiFailure::from);
         let outcome = match &result {
@@ -248,20 +253,22 @@ impl AuthApi {
     async fn wechat_bind(
         &self,
         state: Data<&AppState>,
+        attempts: Data<&Arc<PasswordAttempts>>,
         client: Data<&ClientAddress>,
         body: Json<BindRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<BindErrors>> {
         let Json(body) = body;
         let session = counted(
             "bind",
-            auth::bind(
-                &state,
-                &body.bind_ticket,
-                &body.username,
-                SecretString::from(body.password),
-                &state.password_attempts.for_client(&client),
-            )
-            .await,
+            state
+                .logins
+                .bind(
+                    &body.bind_ticket,
+                    &body.username,
+                    SecretString::from(body.password),
+                    &attempts.for_client(&client),
+                )
+                .await,
         )?;
         Ok(Json(session.into()))
     }
@@ -277,23 +284,25 @@ impl AuthApi {
     async fn wechat_register(
         &self,
         state: Data<&AppState>,
+        attempts: Data<&Arc<PasswordAttempts>>,
         client: Data<&ClientAddress>,
         body: Json<RegisterRequest>,
     ) -> Result<Registered, ApiFailure<RegisterErrors>> {
         let Json(body) = body;
         let session = counted(
             "register",
-            auth::register(
-                &state,
-                &body.bind_ticket,
-                auth::Registration {
-                    username: body.username.into_inner(),
-                    password: SecretString::from(body.password),
-                    nickname: body.nickname.map(Text::into_inner),
-                },
-                &state.password_attempts.for_client(&client),
-            )
-            .await,
+            state
+                .logins
+                .register(
+                    &body.bind_ticket,
+                    auth::Registration {
+                        username: body.username.into_inner(),
+                        password: SecretString::from(body.password),
+                        nickname: body.nickname.map(Text::into_inner),
+                    },
+                    &attempts.for_client(&client),
+                )
+                .await,
         )?;
         Ok(Registered::Created(Json(session.into())))
     }
@@ -305,19 +314,21 @@ impl AuthApi {
     async fn login(
         &self,
         state: Data<&AppState>,
+        attempts: Data<&Arc<PasswordAttempts>>,
         client: Data<&ClientAddress>,
         body: Json<LoginRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<LoginErrors>> {
         let Json(body) = body;
         let session = counted(
             "password",
-            auth::password_login(
-                &state,
-                &body.username,
-                SecretString::from(body.password),
-                &state.password_attempts.for_client(&client),
-            )
-            .await,
+            state
+                .logins
+                .password_login(
+                    &body.username,
+                    SecretString::from(body.password),
+                    &attempts.for_client(&client),
+                )
+                .await,
         )?;
         Ok(Json(session.into()))
     }
@@ -332,7 +343,7 @@ impl AuthApi {
         state: Data<&AppState>,
         body: Json<RefreshRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<RefreshErrors>> {
-        let session = counted("refresh", auth::refresh(&state, &body.refresh_token).await)?;
+        let session = counted("refresh", state.logins.refresh(&body.refresh_token).await)?;
         Ok(Json(session.into()))
     }
 

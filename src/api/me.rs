@@ -6,14 +6,17 @@ use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
 
+use std::sync::Arc;
+
 use super::ApiTags;
+use super::attempts::PasswordAttempts;
 use super::client_address::ClientAddress;
 use super::error::{ApiFailure, DATABASE_UNAVAILABLE};
 use super::models::User;
 use super::security::BearerAuth;
 use super::text::Text;
 use crate::error_docs;
-use crate::service::me::{self, ProfileChange};
+use crate::service::me::ProfileChange;
 use crate::service::users::UserError;
 use crate::state::AppState;
 
@@ -154,7 +157,7 @@ impl MeApi {
         auth: BearerAuth,
         state: Data<&AppState>,
     ) -> Result<Json<User>, ApiFailure<MeErrors>> {
-        Ok(Json(me::profile(&state, auth.0.sub).await?.into()))
+        Ok(Json(state.accounts.profile(auth.0.sub).await?.into()))
     }
 
     /// Change nickname or avatar
@@ -178,15 +181,16 @@ impl MeApi {
             MaybeUndefined::Null => Some(None),
             MaybeUndefined::Value(url) => Some(Some(url.into_inner())),
         };
-        let profile = me::update_profile(
-            &state,
-            auth.0.sub,
-            ProfileChange {
-                nickname,
-                avatar_url,
-            },
-        )
-        .await?;
+        let profile = state
+            .accounts
+            .update_profile(
+                auth.0.sub,
+                ProfileChange {
+                    nickname,
+                    avatar_url,
+                },
+            )
+            .await?;
         Ok(Json(profile.into()))
     }
 
@@ -202,18 +206,20 @@ impl MeApi {
         &self,
         auth: BearerAuth,
         state: Data<&AppState>,
+        attempts: Data<&Arc<PasswordAttempts>>,
         client: Data<&ClientAddress>,
         body: Json<ChangePasswordRequest>,
     ) -> Result<Done, ApiFailure<ChangePasswordErrors>> {
         let Json(body) = body;
-        me::change_password(
-            &state,
-            auth.0.sub,
-            SecretString::from(body.current_password),
-            SecretString::from(body.new_password),
-            &state.password_attempts.for_client(&client),
-        )
-        .await?;
+        state
+            .accounts
+            .change_password(
+                auth.0.sub,
+                SecretString::from(body.current_password),
+                SecretString::from(body.new_password),
+                &attempts.for_client(&client),
+            )
+            .await?;
         Ok(Done::NoContent)
     }
 
@@ -229,17 +235,19 @@ impl MeApi {
         &self,
         auth: BearerAuth,
         state: Data<&AppState>,
+        attempts: Data<&Arc<PasswordAttempts>>,
         client: Data<&ClientAddress>,
         body: Json<UnbindRequest>,
     ) -> Result<Done, ApiFailure<UnbindErrors>> {
         let Json(body) = body;
-        me::unbind(
-            &state,
-            auth.0.sub,
-            SecretString::from(body.password),
-            &state.password_attempts.for_client(&client),
-        )
-        .await?;
+        state
+            .accounts
+            .unbind(
+                auth.0.sub,
+                SecretString::from(body.password),
+                &attempts.for_client(&client),
+            )
+            .await?;
         Ok(Done::NoContent)
     }
 
@@ -258,14 +266,15 @@ impl MeApi {
         state: Data<&AppState>,
         body: Json<WechatProfileRequest>,
     ) -> Result<Json<User>, ApiFailure<WechatProfileErrors>> {
-        let profile = me::update_from_wechat(
-            &state,
-            auth.0.sub,
-            &body.encrypted_data,
-            &body.iv,
-            chrono::Utc::now(),
-        )
-        .await?;
+        let profile = state
+            .accounts
+            .update_from_wechat(
+                auth.0.sub,
+                &body.encrypted_data,
+                &body.iv,
+                chrono::Utc::now(),
+            )
+            .await?;
         Ok(Json(profile.into()))
     }
 }

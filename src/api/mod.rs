@@ -19,6 +19,8 @@ pub mod server;
 mod service_errors;
 pub mod text;
 
+use std::sync::Arc;
+
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 
@@ -109,7 +111,7 @@ pub fn development_openapi_json() -> String {
 
 /// The whole HTTP app: API, spec, Swagger UI, wrapped in the request envelope. In development
 /// mode the fake WeChat API is served too, and described in the served spec.
-pub fn app(state: AppState) -> impl Endpoint {
+pub fn app(state: AppState, password_attempts: Arc<attempts::PasswordAttempts>) -> impl Endpoint {
     let route = if state.settings.wechat_is_fake() {
         let api = development_openapi_service(development::DevelopmentApi::new(
             state.settings.wechat_appid.clone(),
@@ -142,6 +144,7 @@ pub fn app(state: AppState) -> impl Endpoint {
                 .map(poem::IntoResponse::into_response)
         })
         .data(state)
+        .data(password_attempts)
         .with(middleware::RequestEnvelope::new(proxies, body_timeout))
 }
 

@@ -5,10 +5,9 @@ use poem_openapi::types::Example;
 use poem_openapi::{Enum, Object, Union};
 use uuid::Uuid;
 
-use crate::entity::users::Role;
 use crate::service::auth::Session;
-use crate::service::me::Profile;
 use crate::service::tokens::TokenPair;
+use crate::service::users::{AccountRole, UserView};
 
 /// What an account may do.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,11 +17,11 @@ pub enum UserRole {
     Admin,
 }
 
-impl From<Role> for UserRole {
-    fn from(role: Role) -> Self {
+impl From<AccountRole> for UserRole {
+    fn from(role: AccountRole) -> Self {
         match role {
-            Role::User => UserRole::User,
-            Role::Admin => UserRole::Admin,
+            AccountRole::User => UserRole::User,
+            AccountRole::Admin => UserRole::Admin,
         }
     }
 }
@@ -58,16 +57,15 @@ impl Example for User {
     }
 }
 
-impl From<Profile> for User {
-    fn from(profile: Profile) -> Self {
-        let user = profile.user;
+impl From<UserView> for User {
+    fn from(user: UserView) -> Self {
         User {
             id: user.id,
             username: user.username,
             nickname: user.nickname,
             avatar_url: user.avatar_url,
             role: user.role.into(),
-            wechat_bound: profile.wechat_bound,
+            wechat_bound: user.wechat_bound,
             created_at: user.created_at,
         }
     }
@@ -134,10 +132,7 @@ impl From<Session> for Authenticated {
             expires_in,
             refresh_token,
             refresh_expires_in,
-            user: User::from(Profile {
-                user: session.user,
-                wechat_bound: session.wechat_bound,
-            }),
+            user: User::from(session.user),
         }
     }
 }

@@ -57,7 +57,7 @@ impl OperationsApi {
     /// Load balancers should send traffic only while this answers 200.
     #[oai(path = "/health/ready", method = "get", operation_id = "health_ready")]
     async fn ready(&self, state: Data<&AppState>) -> Result<Json<Ready>, ApiFailure<ReadyErrors>> {
-        let report = health::check(&state).await;
+        let report = health::check(&state.db, &state.mqtt).await;
         if report.all_up() {
             Ok(Json(Ready {
                 status: "ready".to_owned(),

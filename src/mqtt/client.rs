@@ -209,7 +209,6 @@ fn backend_subscriptions(telemetry: &TelemetryRoute) -> Vec<String> {
     filters
 }
 
-
 fn subscribe(client: &AsyncClient, filters: &[String]) {
     let filters = filters
         .iter()

@@ -3,7 +3,6 @@
 
 use uuid::Uuid;
 
-
 /// What a message on a device topic is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicKind {

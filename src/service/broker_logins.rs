@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::devices;
+use super::{devices, secrets};
 use crate::mqtt::broker::{ClientAuthenticator, LoginOutcome};
 use crate::mqtt::topics;
 
@@ -93,7 +93,7 @@ impl BrokerLogins {
             .await;
         match stored {
             // Comparing digests: timing reveals nothing usable about the password itself.
-            Ok(Some(digest)) if digest == devices::hash_secret(password) => {
+            Ok(Some(digest)) if digest == secrets::digest(password) => {
                 LoginOutcome::Device(device_id)
             }
             Ok(_) => LoginOutcome::BadCredentials,

@@ -18,8 +18,8 @@ use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::clock::system_ms;
 use super::devices::{self, DeviceError};
-use super::tokens::now_ms;
 use crate::entity::commands::{self, CommandStatus};
 use crate::mqtt::client::MqttClient;
 use crate::mqtt::payload::{CommandMessage, CommandResult, ResultStatus};
@@ -135,7 +135,7 @@ impl CommandRelay {
     ) -> Result<commands::Model, CommandError> {
         devices::owned(&self.db, user_id, device_id).await?;
         let id = Uuid::now_v7();
-        let created_at = now_ms();
+        let created_at = system_ms();
         let expires_at = created_at + i64::from(command.timeout_ms);
         let params = Value::Object(command.params);
         commands::Entity::insert(commands::ActiveModel {
@@ -218,7 +218,7 @@ impl CommandRelay {
             ResultStatus::Failed => CommandStatus::Failed,
             ResultStatus::Rejected => CommandStatus::Rejected,
         };
-        let now = now_ms();
+        let now = system_ms();
         let applied = commands::Entity::update_many()
             .col_expr(commands::Column::Status, Expr::value(status.as_str()))
             .col_expr(
@@ -301,7 +301,7 @@ pub async fn expire_overdue(
     db: &impl ConnectionTrait,
     device_id: Option<Uuid>,
 ) -> Result<u64, DbErr> {
-    let mut update = time_out().filter(commands::Column::ExpiresAt.lt(now_ms()));
+    let mut update = time_out().filter(commands::Column::ExpiresAt.lt(system_ms()));
     if let Some(device_id) = device_id {
         update = update.filter(commands::Column::DeviceId.eq(device_id));
     }

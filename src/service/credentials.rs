@@ -30,8 +30,8 @@ use secrecy::SecretString;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
+use super::clock::Clock;
 use super::passwords::PasswordHasher;
-use super::tokens::now_ms;
 use crate::entity::{login_failures, users};
 
 /// Wrong passwords from one client address that lock the account for that address.
@@ -88,13 +88,16 @@ pub fn admit(source: &dyn AttemptSource) -> Result<(), CredentialError> {
 pub struct Credentials {
     hasher: PasswordHasher,
     dummy_hash: Arc<OnceCell<String>>,
+    /// What the lockout's windows are measured against.
+    clock: Clock,
 }
 
 impl Credentials {
-    pub fn new(hasher: PasswordHasher) -> Self {
+    pub fn new(hasher: PasswordHasher, clock: Clock) -> Self {
         Credentials {
             hasher,
             dummy_hash: Arc::new(OnceCell::new()),
+            clock,
         }
     }
 
@@ -156,7 +159,7 @@ impl Credentials {
         password: SecretString,
         source: &dyn AttemptSource,
     ) -> Result<(), CredentialError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         if let Some(until) = user.locked_until.filter(|until| *until > now) {
             return Err(locked(until, now));
         }
@@ -359,9 +362,8 @@ async fn record_account_failure(
     Err(contention(user_id))
 }
 
-/// Deletes per-address counts whose window and lock are both over.
-pub async fn purge_stale_failures(db: &DatabaseConnection) -> Result<u64, DbErr> {
-    let now = now_ms();
+/// Deletes per-address counts whose window and lock are both over by `now`.
+pub async fn purge_stale_failures(db: &DatabaseConnection, now: i64) -> Result<u64, DbErr> {
     Ok(login_failures::Entity::delete_many()
         .filter(login_failures::Column::WindowStart.lt(now - LOCKOUT_MS))
         .filter(

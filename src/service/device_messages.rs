@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::clock::system_ms;
 use super::commands::CommandRelay;
 use super::telemetry::{DeviceEvent, EventKind, TelemetryQueue};
-use super::tokens::now_ms;
 use crate::mqtt::client::Inbound;
 use crate::mqtt::payload;
 use crate::mqtt::topics::{DeviceTopic, TopicKind};
@@ -45,7 +45,7 @@ impl Inbound for DeviceMessages {
         // Counted here, where both routes in (the MQTT connection, the embedded broker) meet.
         metrics::counter!(crate::metrics::MQTT_MESSAGES_IN, "topic" => topic.kind.label())
             .increment(1);
-        let received_at = now_ms();
+        let received_at = system_ms();
         let device_id = topic.device_id;
         let kind = match topic.kind {
             TopicKind::Telemetry => match payload::parse_telemetry(&body) {

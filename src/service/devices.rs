@@ -7,11 +7,11 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, TransactionTrait,
 };
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::broker_logins::BrokerLogins;
-use super::tokens::now_ms;
+use super::clock::system_ms;
+use super::secrets::digest;
 use crate::entity::{claim_failures, devices, telemetry};
 use crate::mqtt::dynsec::DynamicSecurity;
 
@@ -54,13 +54,6 @@ impl From<DbErr> for DeviceError {
     fn from(err: DbErr) -> Self {
         DeviceError::Internal(anyhow::Error::new(err).context("database error on devices"))
     }
-}
-
-/// SHA-256 (hex) of a device secret. Claim codes (100 bits) and MQTT passwords (256 bits)
-/// are random and long, so nobody can guess them even with a fast hash; a slow password hash
-/// would only make every device login cost what a user login costs.
-pub fn hash_secret(secret: impl AsRef<[u8]>) -> String {
-    hex::encode(Sha256::digest(secret.as_ref()))
 }
 
 /// A device name: 1–64 characters, no control or invisible format characters, trimmed.
@@ -137,7 +130,7 @@ pub async fn provision(
     count: u32,
     model: Option<ModelName>,
 ) -> Result<Vec<ProvisionedDevice>, DeviceError> {
-    let now = now_ms();
+    let now = system_ms();
     let provisioned: Vec<ProvisionedDevice> = (0..count.min(MAX_PROVISION_COUNT))
         .map(|_| {
             let device_id = Uuid::new_v4();
@@ -150,7 +143,7 @@ pub async fn provision(
                 serial,
                 claim_code,
                 mqtt_username: device_id.to_string(),
-                mqtt_password: super::tokens::random_token(),
+                mqtt_password: super::secrets::random_token(),
             }
         })
         .collect();
@@ -159,8 +152,8 @@ pub async fn provision(
         serial: Set(device.serial.clone()),
         model: Set(model.as_ref().map(|m| m.0.clone())),
         name: Set(None),
-        claim_code_hash: Set(hash_secret(&device.claim_code)),
-        mqtt_password_hash: Set(hash_secret(&device.mqtt_password)),
+        claim_code_hash: Set(digest(&device.claim_code)),
+        mqtt_password_hash: Set(digest(&device.mqtt_password)),
         owner_id: Set(None),
         claimed_at: Set(None),
         online: Set(false),
@@ -222,7 +215,7 @@ pub async fn rotate_mqtt_password(
     {
         return Err(DeviceError::NotFound);
     }
-    let mqtt_password = super::tokens::random_token();
+    let mqtt_password = super::secrets::random_token();
     if let Some(broker) = broker {
         broker
             .set_device_password(device_id, &mqtt_password)
@@ -232,7 +225,7 @@ pub async fn rotate_mqtt_password(
     let updated = devices::Entity::update_many()
         .col_expr(
             devices::Column::MqttPasswordHash,
-            Expr::value(hash_secret(&mqtt_password)),
+            Expr::value(digest(&mqtt_password)),
         )
         .filter(devices::Column::Id.eq(device_id))
         .exec(db)
@@ -289,7 +282,7 @@ pub async fn claim(
     if !super::users::account_exists(db, user_id).await? {
         return Err(DeviceError::AccountGone);
     }
-    let now = now_ms();
+    let now = system_ms();
     let window_start = now - HOUR_MS;
     // One read gives both the count and, for Retry-After, when the oldest failure leaves the
     // window.
@@ -325,7 +318,7 @@ pub async fn claim(
             .one(db)
             .await?
     };
-    let code_hash = hash_secret(normalize_claim_code(claim_code));
+    let code_hash = digest(normalize_claim_code(claim_code));
     let Some(device) = device.filter(|d| d.claim_code_hash == code_hash) else {
         claim_failures::Entity::insert(claim_failures::ActiveModel {
             user_id: Set(user_id),
@@ -462,7 +455,7 @@ pub async fn unclaim(
 /// Deletes failed-claim marks older than the rate-limit window.
 pub async fn purge_old_claim_failures(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
     let deleted = claim_failures::Entity::delete_many()
-        .filter(claim_failures::Column::FailedAt.lt(now_ms() - HOUR_MS))
+        .filter(claim_failures::Column::FailedAt.lt(system_ms() - HOUR_MS))
         .exec(db)
         .await?;
     Ok(deleted.rows_affected)

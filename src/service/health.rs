@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+use sea_orm::DatabaseConnection;
+
 use crate::db;
-use crate::state::AppState;
+use crate::mqtt::client::MqttClient;
 
 /// A check that takes longer than this counts as down: a probe must answer fast.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,8 +30,8 @@ impl HealthReport {
 }
 
 /// Checks every dependency, each within [`CHECK_TIMEOUT`].
-pub async fn check(state: &AppState) -> HealthReport {
-    let database = match tokio::time::timeout(CHECK_TIMEOUT, db::ping(&state.db)).await {
+pub async fn check(database: &DatabaseConnection, mqtt: &MqttClient) -> HealthReport {
+    let database = match tokio::time::timeout(CHECK_TIMEOUT, db::ping(database)).await {
         Ok(Ok(())) => true,
         Ok(Err(err)) => {
             tracing::warn!(error = format!("{err:#}"), "readiness: database down");
@@ -40,7 +42,7 @@ pub async fn check(state: &AppState) -> HealthReport {
             false
         }
     };
-    let broker = state.mqtt.is_ready();
+    let broker = mqtt.is_ready();
     if !broker {
         tracing::warn!("readiness: the MQTT connection is down");
     }

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod broker_logins;
+pub mod clock;
 pub mod code_exchange;
 pub mod commands;
 pub mod credentials;
@@ -10,6 +11,7 @@ pub mod devices;
 pub mod health;
 pub mod me;
 pub mod passwords;
+pub mod secrets;
 pub mod telemetry;
 pub mod text;
 pub mod tokens;

@@ -18,9 +18,10 @@ use sea_orm::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::clock::{Clock, system_ms};
+use super::secrets::{digest, random_token};
 use crate::entity::users::Role;
 use crate::entity::{refresh_families, refresh_tokens, server_secrets, users};
 
@@ -81,6 +82,8 @@ pub struct TokenService {
     access_ttl: Duration,
     refresh_ttl: Duration,
     reuse_grace: Duration,
+    /// What refresh lifetimes and the reuse grace are measured against.
+    clock: Clock,
 }
 
 impl TokenService {
@@ -89,6 +92,7 @@ impl TokenService {
         access_ttl: Duration,
         refresh_ttl: Duration,
         reuse_grace: Duration,
+        clock: Clock,
     ) -> Self {
         let key = secret.expose_secret().as_bytes();
         // Only HS256: a token naming `none` or another algorithm fails before its signature
@@ -107,6 +111,7 @@ impl TokenService {
             access_ttl,
             refresh_ttl,
             reuse_grace,
+            clock,
         }
     }
 
@@ -146,7 +151,7 @@ impl TokenService {
         db: &impl ConnectionTrait,
         user: &users::Model,
     ) -> Result<TokenPair, TokenError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let family = refresh_families::ActiveModel {
             id: Set(Uuid::new_v4()),
             user_id: Set(user.id),
@@ -165,9 +170,9 @@ impl TokenService {
         db: &DatabaseConnection,
         presented: &str,
     ) -> Result<(TokenPair, users::Model), TokenError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let token = refresh_tokens::Entity::find()
-            .filter(refresh_tokens::Column::TokenHash.eq(hash_token(presented)))
+            .filter(refresh_tokens::Column::TokenHash.eq(digest(presented)))
             .one(db)
             .await?
             .ok_or(TokenError::InvalidRefreshToken)?;
@@ -248,7 +253,7 @@ impl TokenService {
         refresh_tokens::ActiveModel {
             id: Set(Uuid::new_v4()),
             family_id: Set(family_id),
-            token_hash: Set(hash_token(&refresh_token)),
+            token_hash: Set(digest(&refresh_token)),
             expires_at: Set(now + self.refresh_ttl.as_millis() as i64),
             spent_at: Set(None),
             created_at: Set(now),
@@ -267,11 +272,11 @@ impl TokenService {
 /// Revokes the family of `presented`, if it is one of ours (logout). Unknown tokens are fine.
 pub async fn logout(db: &DatabaseConnection, presented: &str) -> Result<(), TokenError> {
     let token = refresh_tokens::Entity::find()
-        .filter(refresh_tokens::Column::TokenHash.eq(hash_token(presented)))
+        .filter(refresh_tokens::Column::TokenHash.eq(digest(presented)))
         .one(db)
         .await?;
     if let Some(token) = token {
-        revoke_family(db, token.family_id, now_ms()).await?;
+        revoke_family(db, token.family_id, system_ms()).await?;
     }
     Ok(())
 }
@@ -279,7 +284,10 @@ pub async fn logout(db: &DatabaseConnection, presented: &str) -> Result<(), Toke
 /// Revokes every family of a user (after a password change).
 pub async fn revoke_all(db: &impl ConnectionTrait, user_id: Uuid) -> Result<(), TokenError> {
     refresh_families::Entity::update_many()
-        .col_expr(refresh_families::Column::RevokedAt, Expr::value(now_ms()))
+        .col_expr(
+            refresh_families::Column::RevokedAt,
+            Expr::value(system_ms()),
+        )
         .filter(refresh_families::Column::UserId.eq(user_id))
         .filter(refresh_families::Column::RevokedAt.is_null())
         .exec(db)
@@ -301,10 +309,10 @@ async fn revoke_family(
     Ok(())
 }
 
-/// Deletes families whose tokens have all expired (their tokens go with them).
-pub async fn purge_expired(db: &DatabaseConnection) -> Result<u64, TokenError> {
+/// Deletes families whose tokens have all expired by `now` (their tokens go with them).
+pub async fn purge_expired(db: &DatabaseConnection, now: i64) -> Result<u64, TokenError> {
     let deleted = refresh_families::Entity::delete_many()
-        .filter(refresh_families::Column::ExpiresAt.lt(now_ms()))
+        .filter(refresh_families::Column::ExpiresAt.lt(now))
         .exec(db)
         .await?;
     Ok(deleted.rows_affected)
@@ -325,7 +333,7 @@ pub async fn signing_secret(
     let _ = server_secrets::Entity::insert(server_secrets::ActiveModel {
         name: Set(NAME.to_owned()),
         value: Set(generated),
-        created_at: Set(now_ms()),
+        created_at: Set(system_ms()),
     })
     .on_conflict_do_nothing()
     .exec(db)
@@ -338,22 +346,6 @@ pub async fn signing_secret(
     Ok(SecretString::from(stored.value))
 }
 
-/// 256 random bits from the OS, URL-safe base64 (43 characters).
-pub fn random_token() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-}
-
-/// SHA-256 (hex) of a high-entropy token: enough to store it, since nobody can guess 256 bits,
-/// and fast to look up.
-pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-/// Now, in unix milliseconds.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +356,7 @@ mod tests {
             Duration::from_secs(900),
             Duration::from_secs(3600),
             Duration::from_secs(10),
+            Clock::default(),
         )
     }
 
@@ -444,13 +437,5 @@ mod tests {
             b64(claims(60, ISSUER, AUDIENCE))
         );
         assert!(service().verify_access(&token).is_err());
-    }
-
-    #[test]
-    fn random_tokens_carry_256_bits_and_hash_to_hex() {
-        let a = random_token();
-        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 32);
-        assert_ne!(a, random_token());
-        assert_eq!(hash_token(&a).len(), 64);
     }
 }

@@ -143,6 +143,51 @@ impl AvatarUrl {
     }
 }
 
+/// What an account may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountRole {
+    User,
+    /// May also provision devices.
+    Admin,
+}
+
+impl From<Role> for AccountRole {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::User => AccountRole::User,
+            Role::Admin => AccountRole::Admin,
+        }
+    }
+}
+
+/// An account as its owner sees it: nothing of its password or its lockout counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserView {
+    pub id: Uuid,
+    pub username: String,
+    pub nickname: String,
+    pub avatar_url: Option<String>,
+    pub role: AccountRole,
+    /// Whether a WeChat identity of our mini program is linked to it.
+    pub wechat_bound: bool,
+    pub created_at: chrono::DateTime<Utc>,
+}
+
+impl UserView {
+    /// The view of a stored account.
+    pub fn of(user: users::Model, wechat_bound: bool) -> UserView {
+        UserView {
+            id: user.id,
+            username: user.username,
+            nickname: user.nickname,
+            avatar_url: user.avatar_url,
+            role: user.role.into(),
+            wechat_bound,
+            created_at: user.created_at,
+        }
+    }
+}
+
 /// What it takes to make an account; the password is hashed before, outside any transaction.
 pub struct NewUser {
     pub username: Username,

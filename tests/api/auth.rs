@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{assert_error, spawn_app};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -371,13 +371,10 @@ async fn a_ticket_dies_after_5_failed_binds() {
 
 #[tokio::test]
 async fn an_expired_ticket_is_refused() {
-    let app = spawn_app_with(iotbind::config::ConfigArgs {
-        bind_ticket_ttl: Some("1".into()),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app().await;
     let (ticket, _) = app.bind_ticket().await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Past the default ten minutes.
+    app.state.clock.advance(std::time::Duration::from_secs(601));
     assert_error(
         app.register(&ticket, "mallory", PASSWORD).await,
         401,

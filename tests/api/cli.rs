@@ -486,7 +486,7 @@ async fn device_rotate_password_prints_a_new_password_and_the_old_one_stops_work
         .unwrap();
     assert_eq!(
         stored.mqtt_password_hash,
-        iotbind::service::devices::hash_secret(new_password)
+        iotbind::service::secrets::digest(new_password)
     );
 
     let output = iotbind(&dir)

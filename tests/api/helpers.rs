@@ -295,7 +295,7 @@ impl TestApp {
         use iotbind::service::users;
         let username = users::Username::parse(username).unwrap();
         let password = users::Password::parse(password.to_owned().into(), &username).unwrap();
-        let password_hash = users::hash_password(self.state.credentials.hasher(), password)
+        let password_hash = users::hash_password(self.state.logins.credentials.hasher(), password)
             .await
             .unwrap();
         users::create_user(
@@ -319,7 +319,7 @@ impl TestApp {
         let password = "a long enough password";
         let username = users::Username::parse(&name).unwrap();
         let parsed = users::Password::parse(password.to_owned().into(), &username).unwrap();
-        let password_hash = users::hash_password(self.state.credentials.hasher(), parsed)
+        let password_hash = users::hash_password(self.state.logins.credentials.hasher(), parsed)
             .await
             .unwrap();
         users::create_user(

@@ -115,3 +115,22 @@ async fn a_success_from_an_address_clears_only_that_addresses_count() {
     let response = login_from(&app, &second, "carol", PASSWORD).await;
     assert_error(response, 429, "too_many_attempts").await;
 }
+
+#[tokio::test]
+async fn a_lock_ends_after_fifteen_minutes() {
+    let app = spawn_app().await;
+    app.create_user("patient", PASSWORD).await;
+    let client = address(50);
+    five_wrong_from(&app, &client, "patient").await;
+    let response = login_from(&app, &client, "patient", PASSWORD).await;
+    assert_error(response, 429, "too_many_attempts").await;
+
+    app.state
+        .clock
+        .advance(std::time::Duration::from_secs(14 * 60));
+    let response = login_from(&app, &client, "patient", PASSWORD).await;
+    assert_error(response, 429, "too_many_attempts").await;
+    app.state.clock.advance(std::time::Duration::from_secs(60));
+    let response = login_from(&app, &client, "patient", PASSWORD).await;
+    assert_eq!(response.status(), 200, "the lock is over");
+}

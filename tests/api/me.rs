@@ -277,7 +277,7 @@ async fn the_profile_read_on_the_request_thread_matches_the_pooled_read() {
     let session: Value = app.login("jay", PASSWORD).await.json().await.unwrap();
     let unbound_id: uuid::Uuid = session["user"]["id"].as_str().unwrap().parse().unwrap();
 
-    let mut pooled = app.state.clone();
+    let mut pooled = app.state.accounts.clone();
     let inline_reads = pooled.inline_reads.take();
     if !app.database_url.starts_with("sqlite:") {
         assert!(inline_reads.is_none(), "PostgreSQL has no inline reader");
@@ -288,13 +288,13 @@ async fn the_profile_read_on_the_request_thread_matches_the_pooled_read() {
         "a SQLite file gets an inline reader"
     );
     for (id, bound) in [(bound_id, true), (unbound_id, false)] {
-        let inline = me::profile(&app.state, id).await.unwrap();
+        let inline = app.state.accounts.profile(id).await.unwrap();
         assert_eq!(inline.wechat_bound, bound);
-        assert_eq!(inline, me::profile(&pooled, id).await.unwrap());
+        assert_eq!(inline, pooled.profile(id).await.unwrap());
     }
     let unknown = uuid::Uuid::new_v4();
     assert!(matches!(
-        me::profile(&app.state, unknown).await,
+        app.state.accounts.profile(unknown).await,
         Err(me::MeError::AccountGone)
     ));
 }

@@ -129,7 +129,7 @@ async fn registering_takes_an_attempt_and_a_taken_name_costs_no_password_hash() 
     app.create_user("taken", PASSWORD).await;
     let (ticket, _) = app.bind_ticket().await;
     let prober = client_from(Ipv4Addr::new(127, 0, 0, 30));
-    let hashes_before = app.state.credentials.hasher().runs();
+    let hashes_before = app.state.logins.credentials.hasher().runs();
 
     let mut statuses = Vec::new();
     for _ in 0..25 {
@@ -151,7 +151,7 @@ async fn registering_takes_an_attempt_and_a_taken_name_costs_no_password_hash() 
         "probing names uses up the address's allowance: {statuses:?}"
     );
     assert_eq!(
-        app.state.credentials.hasher().runs(),
+        app.state.logins.credentials.hasher().runs(),
         hashes_before,
         "no password was hashed for a name that was taken"
     );

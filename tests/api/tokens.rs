@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, assert_error, spawn_app};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -226,11 +226,7 @@ async fn a_spent_token_within_the_grace_is_409_and_revokes_nothing() {
 
 #[tokio::test]
 async fn a_spent_token_after_the_grace_revokes_its_family() {
-    let app = spawn_app_with(iotbind::config::ConfigArgs {
-        refresh_reuse_grace: Some("1".into()),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app().await;
     let session = logged_in(&app, "erin").await;
     let other_login: Value = app.login("erin", PASSWORD).await.json().await.unwrap();
     let next: Value = refresh(&app, &session["refresh_token"])
@@ -238,7 +234,8 @@ async fn a_spent_token_after_the_grace_revokes_its_family() {
         .json()
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // Past the default 10 s grace.
+    app.state.clock.advance(std::time::Duration::from_secs(11));
     assert_error(
         refresh(&app, &session["refresh_token"]).await,
         401,
@@ -273,13 +270,12 @@ async fn unknown_refresh_tokens_are_401() {
 
 #[tokio::test]
 async fn an_expired_refresh_token_is_401() {
-    let app = spawn_app_with(iotbind::config::ConfigArgs {
-        refresh_ttl: Some("1".into()),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app().await;
     let session = logged_in(&app, "frank").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Past the default 30 days.
+    app.state
+        .clock
+        .advance(std::time::Duration::from_secs(30 * 24 * 3600 + 1));
     assert_error(
         refresh(&app, &session["refresh_token"]).await,
         401,
@@ -349,29 +345,18 @@ async fn expired_tickets_and_logins_are_purged() {
     use iotbind::entity::{bind_tickets, refresh_families, refresh_tokens};
     use sea_orm::{EntityTrait, PaginatorTrait};
 
-    let app = spawn_app_with(iotbind::config::ConfigArgs {
-        refresh_ttl: Some("1".into()),
-        bind_ticket_ttl: Some("1".into()),
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app().await;
     logged_in(&app, "ivan").await;
     app.bind_ticket().await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Past the refresh lifetime (30 days), and so past the ticket's (10 minutes) too.
+    app.state
+        .clock
+        .advance(std::time::Duration::from_secs(30 * 24 * 3600 + 1));
     // A live login made after the others expired must survive the purge.
     app.login("ivan", PASSWORD).await;
 
     let db = &app.state.db;
-    assert_eq!(
-        iotbind::service::auth::purge_expired_tickets(db)
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        iotbind::service::tokens::purge_expired(db).await.unwrap(),
-        1
-    );
+    iotbind::startup::purge_expired(&app.state).await;
     assert_eq!(bind_tickets::Entity::find().count(db).await.unwrap(), 0);
     assert_eq!(refresh_families::Entity::find().count(db).await.unwrap(), 1);
     assert_eq!(refresh_tokens::Entity::find().count(db).await.unwrap(), 1);

@@ -235,7 +235,7 @@ pub async fn password_work(options: &Options, table: &mut Table) {
 
     // The baseline: the server's own hasher (its bound on concurrent hashes included), called
     // directly by as many tasks as there are login connections.
-    let hasher = app.state.credentials.hasher().clone();
+    let hasher = app.state.logins.credentials.hasher().clone();
     let phc = Arc::new(phc);
     let server_runtime = app.handle();
     let verify = measure(options, workers, move |_| {

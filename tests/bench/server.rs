@@ -89,7 +89,7 @@ impl InProcess {
         adjust: impl FnOnce(&mut ConfigArgs),
     ) -> InProcess {
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let backend_password = iotbind::service::tokens::random_token();
+        let backend_password = iotbind::service::secrets::random_token();
         let mut args = ConfigArgs {
             http_addr: Some("127.0.0.1:0".to_owned()),
             mqtt_listen: Some("127.0.0.1:0".to_owned()),
@@ -275,7 +275,7 @@ pub async fn password_user(state: &AppState, username: &str) -> String {
     let name = users::Username::parse(username).expect("a valid username");
     let password = users::Password::parse(PASSWORD.to_owned().into(), &name)
         .expect("the benchmark password is strong enough");
-    let password_hash = users::hash_password(state.credentials.hasher(), password)
+    let password_hash = users::hash_password(state.logins.credentials.hasher(), password)
         .await
         .expect("hashing works");
     users::create_user(
