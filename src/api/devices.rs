@@ -16,9 +16,10 @@ use super::ApiTags;
 use super::error::{ApiError, ApiFailure, DATABASE_UNAVAILABLE};
 use super::security::BearerAuth;
 use super::text::Text;
-use crate::entity::commands::{self as command_table, CommandStatus};
 use crate::error_docs;
-use crate::service::commands::{self, CommandName, DEFAULT_TIMEOUT_MS, NewCommand};
+use crate::service::commands::{
+    self, CommandName, CommandStage, CommandView, DEFAULT_TIMEOUT_MS, NewCommand,
+};
 use crate::service::devices::{self, DeviceError, DeviceName, DeviceView};
 use crate::service::telemetry::{self, Cursor, HistoryQuery};
 use crate::state::AppState;
@@ -106,15 +107,14 @@ fn point(ts: i64, values_json: &str) -> TelemetryPoint {
 
 impl From<DeviceView> for Device {
     fn from(view: DeviceView) -> Self {
-        let device = view.device;
         Device {
-            id: device.id,
-            serial: device.serial,
-            name: device.name,
-            model: device.model,
-            online: device.online,
-            last_seen_at: instant(device.last_seen_at),
-            claimed_at: instant(device.claimed_at),
+            id: view.id,
+            serial: view.serial,
+            name: view.name,
+            model: view.model,
+            online: view.online,
+            last_seen_at: instant(view.last_seen_at),
+            claimed_at: instant(view.claimed_at),
             latest: view.latest.map(|(ts, values)| point(ts, &values)),
         }
     }
@@ -146,14 +146,14 @@ pub enum CommandState {
     TimedOut,
 }
 
-impl From<CommandStatus> for CommandState {
-    fn from(status: CommandStatus) -> Self {
+impl From<CommandStage> for CommandState {
+    fn from(status: CommandStage) -> Self {
         match status {
-            CommandStatus::Sent => CommandState::Sent,
-            CommandStatus::Succeeded => CommandState::Succeeded,
-            CommandStatus::Failed => CommandState::Failed,
-            CommandStatus::Rejected => CommandState::Rejected,
-            CommandStatus::TimedOut => CommandState::TimedOut,
+            CommandStage::Sent => CommandState::Sent,
+            CommandStage::Succeeded => CommandState::Succeeded,
+            CommandStage::Failed => CommandState::Failed,
+            CommandStage::Rejected => CommandState::Rejected,
+            CommandStage::TimedOut => CommandState::TimedOut,
         }
     }
 }
@@ -195,14 +195,14 @@ impl Example for Command {
     }
 }
 
-impl From<command_table::Model> for Command {
-    fn from(command: command_table::Model) -> Self {
+impl From<CommandView> for Command {
+    fn from(command: CommandView) -> Self {
         Command {
             id: command.id,
             device_id: command.device_id,
             name: command.name,
             params: serde_json::from_str(&command.params_json).unwrap_or_default(),
-            status: command.status.into(),
+            status: command.stage.into(),
             result: command
                 .result_json
                 .as_deref()

@@ -116,6 +116,56 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
+/// Where a command stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandStage {
+    Sent,
+    Succeeded,
+    Failed,
+    Rejected,
+    TimedOut,
+}
+
+/// A command as its owner sees it.
+#[derive(Debug, Clone)]
+pub struct CommandView {
+    pub id: Uuid,
+    pub device_id: Uuid,
+    pub name: String,
+    /// A JSON object.
+    pub params_json: String,
+    pub stage: CommandStage,
+    /// A JSON object, once the device answered with one.
+    pub result_json: Option<String>,
+    pub error: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms, once final.
+    pub completed_at: Option<i64>,
+}
+
+impl From<commands::Model> for CommandView {
+    fn from(command: commands::Model) -> Self {
+        CommandView {
+            id: command.id,
+            device_id: command.device_id,
+            name: command.name,
+            params_json: command.params_json,
+            stage: match command.status {
+                CommandStatus::Sent => CommandStage::Sent,
+                CommandStatus::Succeeded => CommandStage::Succeeded,
+                CommandStatus::Failed => CommandStage::Failed,
+                CommandStatus::Rejected => CommandStage::Rejected,
+                CommandStatus::TimedOut => CommandStage::TimedOut,
+            },
+            result_json: command.result_json,
+            error: command.error,
+            created_at: command.created_at,
+            completed_at: command.completed_at,
+        }
+    }
+}
+
 impl CommandRelay {
     pub fn new(db: DatabaseConnection, mqtt: MqttClient) -> CommandRelay {
         CommandRelay {
@@ -128,6 +178,17 @@ impl CommandRelay {
     /// Stores and publishes a command to the caller's device; with `wait`, returns once it is
     /// final (at the latest when it expires).
     pub async fn send(
+        &self,
+        user_id: Uuid,
+        device_id: Uuid,
+        command: NewCommand,
+    ) -> Result<CommandView, CommandError> {
+        self.send_and_follow(user_id, device_id, command)
+            .await
+            .map(CommandView::from)
+    }
+
+    async fn send_and_follow(
         &self,
         user_id: Uuid,
         device_id: Uuid,
@@ -318,7 +379,7 @@ pub async fn get(
     user_id: Uuid,
     device_id: Uuid,
     command_id: Uuid,
-) -> Result<commands::Model, CommandError> {
+) -> Result<CommandView, CommandError> {
     let device = devices::owned(db, user_id, device_id).await?;
     expire_overdue(db, Some(device_id)).await?;
     commands::Entity::find_by_id(command_id)
@@ -326,6 +387,7 @@ pub async fn get(
         .filter(commands::Column::CreatedAt.gte(device.claimed_at.unwrap_or(i64::MAX)))
         .one(db)
         .await?
+        .map(CommandView::from)
         .ok_or(CommandError::NotFound)
 }
 
@@ -335,7 +397,7 @@ pub async fn recent(
     user_id: Uuid,
     device_id: Uuid,
     limit: u64,
-) -> Result<Vec<commands::Model>, CommandError> {
+) -> Result<Vec<CommandView>, CommandError> {
     let device = devices::owned(db, user_id, device_id).await?;
     expire_overdue(db, Some(device_id)).await?;
     Ok(commands::Entity::find()
@@ -345,7 +407,10 @@ pub async fn recent(
         .order_by_desc(commands::Column::Id)
         .limit(limit)
         .all(db)
-        .await?)
+        .await?
+        .into_iter()
+        .map(CommandView::from)
+        .collect())
 }
 
 #[cfg(test)]

@@ -256,8 +256,16 @@ pub async fn mqtt_password_hash(
 /// A device with its newest telemetry that the owner may see.
 #[derive(Debug, Clone)]
 pub struct DeviceView {
-    pub device: devices::Model,
-    /// `(ts, values_json)`.
+    pub id: Uuid,
+    pub serial: String,
+    pub name: Option<String>,
+    pub model: Option<String>,
+    pub online: bool,
+    /// Unix ms.
+    pub last_seen_at: Option<i64>,
+    /// Unix ms.
+    pub claimed_at: Option<i64>,
+    /// `(ts, values_json)` of the newest reading the owner may see.
     pub latest: Option<(i64, String)>,
 }
 
@@ -410,7 +418,16 @@ async fn view(
         .into_tuple::<(i64, String)>()
         .one(db)
         .await?;
-    Ok(DeviceView { device, latest })
+    Ok(DeviceView {
+        id: device.id,
+        serial: device.serial,
+        name: device.name,
+        model: device.model,
+        online: device.online,
+        last_seen_at: device.last_seen_at,
+        claimed_at: device.claimed_at,
+        latest,
+    })
 }
 
 /// Renames one of the caller's devices.
