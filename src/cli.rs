@@ -135,7 +135,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 .as_deref()
                 .map(devices::ModelName::parse)
                 .transpose()?;
-            let connection = db::connect(&settings.database_url).await?;
+            let connection = db::connect(&settings.database).await?;
             db::migrate(&connection).await?;
             let broker = startup::dynamic_security(&settings).await?;
             let created = devices::provision(&connection, broker.as_ref(), count, model).await?;
@@ -147,7 +147,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Device {
             action: DeviceCommand::RotatePassword { device_id },
         } => {
-            let connection = db::connect(&settings.database_url).await?;
+            let connection = db::connect(&settings.database).await?;
             db::migrate(&connection).await?;
             let broker = startup::dynamic_security(&settings).await?;
             // This process's cache only; servers forget theirs within its time to live.
@@ -164,7 +164,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             app.run_until_stopped(shutdown).await
         }
         Command::Migrate => {
-            let connection = db::connect(&settings.database_url).await?;
+            let connection = db::connect(&settings.database).await?;
             db::migrate(&connection).await?;
             println!("migrations applied");
             Ok(())
@@ -188,7 +188,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 None => read_password()?,
             };
             let password = Password::parse(raw, &username)?;
-            let connection = db::connect(&settings.database_url).await?;
+            let connection = db::connect(&settings.database).await?;
             db::migrate(&connection).await?;
             let password_hash =
                 users::hash_password(&PasswordHasher::for_this_machine(), password).await?;

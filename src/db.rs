@@ -14,6 +14,8 @@ use sea_orm::sqlx::sqlite::{
 };
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 
+use crate::config::DatabaseUrl;
+
 /// How long a SQLite writer waits for the lock before giving up: long enough to ride out a
 /// burst of concurrent writes, short enough that a stuck request still fails visibly.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,13 +41,14 @@ const SQLITE_TEMP_STORE: &str = "memory";
 ///
 /// SQLite runs in WAL mode (readers never block the writer) with foreign keys on, which SQLite
 /// leaves off unless asked on every connection.
-pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect(database: &DatabaseUrl) -> anyhow::Result<DatabaseConnection> {
+    let url = database.as_str();
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
         .sqlx_logging(false);
-    if url.starts_with("sqlite:") {
+    if let DatabaseUrl::Sqlite(_) = database {
         options
             .max_connections(8)
             // An in-process file cannot be dropped by a server or a firewall: pinging it before
@@ -184,7 +187,9 @@ mod tests {
     async fn every_sqlite_connection_keeps_its_query_plans_whatever_the_bound_values() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("qpsg.db").display());
-        let db = connect(&url).await.expect("the database opens");
+        let db = connect(&crate::config::DatabaseUrl::parse(&url).expect("a URL"))
+            .await
+            .expect("the database opens");
         let mut conn = db
             .get_sqlite_connection_pool()
             .acquire()

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use crate::api;
 use crate::api::attempts::PasswordAttempts;
 use crate::api::client_address::TrustedProxies;
-use crate::config::{MqttTarget, Settings};
+use crate::config::{BrokerSettings, Settings};
 use crate::db;
 use crate::mqtt::broker::{BackendCredential, ConnectLimits, EmbeddedBroker};
 use crate::mqtt::client::{ClientConfig, MqttClient, TelemetryRoute};
@@ -55,12 +55,12 @@ impl Application {
     /// Opens and migrates the database and binds the listeners; fails with a message that
     /// says what to change.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let db = db::connect(&settings.database_url).await?;
+        let db = db::connect(&settings.database).await?;
         db::migrate(&db).await?;
 
-        let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        let listener = tokio::net::TcpListener::bind(settings.http.addr)
             .await
-            .map_err(|err| bind_error(err, settings.http_addr))?;
+            .map_err(|err| bind_error(err, settings.http.addr))?;
         let http_addr = listener
             .local_addr()
             .context("cannot read the HTTP listener's address")?;
@@ -73,21 +73,23 @@ impl Application {
         }
 
         let clock = Clock::default();
-        let signing_secret = tokens::signing_secret(&db, settings.jwt_secret.as_ref()).await?;
+        let signing_secret =
+            tokens::signing_secret(&db, settings.tokens.jwt_secret.as_ref()).await?;
         let token_service = Arc::new(tokens::TokenService::new(
             &signing_secret,
-            settings.access_ttl,
-            settings.refresh_ttl,
-            settings.refresh_reuse_grace,
+            settings.tokens.access_ttl,
+            settings.tokens.refresh_ttl,
+            settings.tokens.refresh_reuse_grace,
             clock.clone(),
         ));
         let wechat = WechatClient::from_settings(&settings, http_addr)?;
 
-        let (broker, logins, client_config) = match &settings.mqtt {
-            MqttTarget::Embedded => {
+        let mqtt_settings = &settings.mqtt;
+        let (broker, logins, client_config) = match &mqtt_settings.broker {
+            BrokerSettings::Embedded(embedded) => {
                 // A configured credential lets other replicas share this broker; otherwise
                 // only this process's client gets full access.
-                let backend = match (&settings.mqtt_username, &settings.mqtt_password) {
+                let backend = match (&mqtt_settings.username, &mqtt_settings.password) {
                     (Some(username), Some(password)) => BackendCredential {
                         username: username.clone(),
                         password: password.clone(),
@@ -95,9 +97,9 @@ impl Application {
                     _ => BackendCredential::generate(),
                 };
                 let limits = ConnectLimits {
-                    handshake_timeout: settings.mqtt_handshake_timeout,
-                    handshakes_per_address: settings.mqtt_handshakes_per_address,
-                    failed_logins_per_minute: settings.mqtt_failed_connects_per_minute,
+                    handshake_timeout: embedded.handshake_timeout,
+                    handshakes_per_address: embedded.handshakes_per_address,
+                    failed_logins_per_minute: embedded.failed_connects_per_minute,
                 };
                 let logins = BrokerLogins::new(
                     db.clone(),
@@ -107,7 +109,7 @@ impl Application {
                     }),
                 );
                 let broker = EmbeddedBroker::start(
-                    settings.mqtt_listen,
+                    embedded.listen,
                     Arc::new(logins.clone()),
                     backend.username.clone(),
                     limits,
@@ -133,31 +135,29 @@ impl Application {
                 };
                 (Some(broker), logins, config)
             }
-            MqttTarget::External { host, port } => (
+            BrokerSettings::External(external) => (
                 None,
                 // Answers the broker hooks: the backend's own login is the superuser.
                 BrokerLogins::new(
                     db.clone(),
-                    settings
-                        .mqtt_username
+                    mqtt_settings
+                        .username
                         .clone()
-                        .zip(settings.mqtt_password.clone())
+                        .zip(mqtt_settings.password.clone())
                         .map(|(username, password)| BackendLogin { username, password }),
                 ),
                 ClientConfig {
-                    host: host.clone(),
-                    port: *port,
-                    username: settings.mqtt_username.clone(),
-                    password: settings.mqtt_password.clone(),
-                    telemetry: if settings.mqtt_shared_subscription {
-                        TelemetryRoute::Shared(settings.mqtt_share_group.clone())
+                    host: external.host.clone(),
+                    port: external.port,
+                    username: mqtt_settings.username.clone(),
+                    password: mqtt_settings.password.clone(),
+                    telemetry: if external.shared_subscription {
+                        TelemetryRoute::Shared(external.share_group.clone())
                     } else {
                         TelemetryRoute::Plain
                     },
-                    client_id: settings.mqtt_client_id.clone(),
-                    dynsec_answers: settings
-                        .mqtt_dynsec
-                        .then(|| Arc::new(PendingAnswers::default())),
+                    client_id: external.client_id.clone(),
+                    dynsec_answers: external.dynsec.then(|| Arc::new(PendingAnswers::default())),
                     device_messages: true,
                 },
             ),
@@ -179,10 +179,9 @@ impl Application {
         // The backend's role is settled on a connection of its own before the main one
         // starts: assigning it makes Mosquitto drop the client's connections, and the main
         // connection should subscribe once, with the rights already in place.
-        if let Some(username) = settings
-            .mqtt_username
-            .as_ref()
-            .filter(|_| settings.mqtt_dynsec)
+        if let (BrokerSettings::External(external), Some(username)) =
+            (&settings.mqtt.broker, &settings.mqtt.username)
+            && external.dynsec
             && let Err(err) = settle_backend_role(&settings, username).await
         {
             tracing::warn!(error = %err, "cannot settle the backend's role in Mosquitto's dynamic security yet; retrying in the background");
@@ -191,14 +190,15 @@ impl Application {
                     dynsec.clone(),
                     mqtt.clone(),
                     username.clone(),
-                    settings.mqtt_share_group.clone(),
+                    external.share_group.clone(),
                 ));
             }
         }
         mqtt.run(connection, device_messages);
 
-        let password_attempts =
-            Arc::new(PasswordAttempts::new(settings.password_attempts_per_minute));
+        let password_attempts = Arc::new(PasswordAttempts::new(
+            settings.http.password_attempts_per_minute,
+        ));
         let credentials = Credentials::new(PasswordHasher::for_this_machine(), clock.clone());
         let state = AppState {
             logins: Logins {
@@ -206,16 +206,15 @@ impl Application {
                 credentials: credentials.clone(),
                 tokens: token_service.clone(),
                 code_exchange: Arc::new(CodeExchange::new(wechat)),
-                wechat_appid: settings.wechat_appid.clone(),
-                bind_ticket_ttl: settings.bind_ticket_ttl,
+                wechat_appid: settings.wechat.appid.clone(),
+                bind_ticket_ttl: settings.tokens.bind_ticket_ttl,
                 clock: clock.clone(),
             },
             accounts: Accounts {
                 db: db.clone(),
-                inline_reads: db::inline::InlineReader::for_url(&settings.database_url)?
-                    .map(Arc::new),
+                inline_reads: db::inline::InlineReader::for_url(&settings.database)?.map(Arc::new),
                 credentials,
-                wechat_appid: settings.wechat_appid.clone(),
+                wechat_appid: settings.wechat.appid.clone(),
             },
             db,
             settings: Arc::new(settings),
@@ -271,8 +270,9 @@ impl Application {
         );
         let settings = &self.state.settings;
         tracing::info!(
-            trusted_proxies = %TrustedProxies::new(settings.trusted_proxies.clone()).describe(),
+            trusted_proxies = %TrustedProxies::new(settings.http.trusted_proxies.clone()).describe(),
             password_attempts_per_minute = %settings
+                .http
                 .password_attempts_per_minute
                 .map_or("off".to_owned(), |n| format!("{n} per client address")),
             "client addresses and the password attempt limit"
@@ -281,7 +281,7 @@ impl Application {
         let served = api::server::serve(
             self.http,
             app,
-            self.state.settings.http_timeouts,
+            self.state.settings.http.timeouts,
             shutdown,
             GRACEFUL_SHUTDOWN_TIMEOUT,
         )
@@ -327,18 +327,19 @@ async fn metrics_upkeep(
 /// For one-off commands: a connection to the external broker's dynamic security when
 /// `IOTBIND_MQTT_DYNSEC` is on, once it is up (at most 5 s); `None` when it is off.
 pub async fn dynamic_security(settings: &Settings) -> anyhow::Result<Option<DynamicSecurity>> {
-    let MqttTarget::External { host, port } = &settings.mqtt else {
+    let BrokerSettings::External(external) = &settings.mqtt.broker else {
         return Ok(None);
     };
-    if !settings.mqtt_dynsec {
+    if !external.dynsec {
         return Ok(None);
     }
+    let (host, port) = (&external.host, external.port);
     let answers = Arc::new(PendingAnswers::default());
     let (mqtt, connection) = MqttClient::new(ClientConfig {
         host: host.clone(),
-        port: *port,
-        username: settings.mqtt_username.clone(),
-        password: settings.mqtt_password.clone(),
+        port,
+        username: settings.mqtt.username.clone(),
+        password: settings.mqtt.password.clone(),
         telemetry: TelemetryRoute::InProcess,
         client_id: None,
         dynsec_answers: Some(answers.clone()),
@@ -361,12 +362,15 @@ pub async fn dynamic_security(settings: &Settings) -> anyhow::Result<Option<Dyna
 /// broker may drop that connection when it assigns the role, so the check is repeated until
 /// the role is seen held (a few tries).
 async fn settle_backend_role(settings: &Settings, username: &str) -> anyhow::Result<()> {
+    let BrokerSettings::External(external) = &settings.mqtt.broker else {
+        return Ok(());
+    };
     for _ in 0..3 {
         let Some(dynsec) = dynamic_security(settings).await? else {
             return Ok(());
         };
         match dynsec
-            .ensure_backend_role(username, &settings.mqtt_share_group)
+            .ensure_backend_role(username, &external.share_group)
             .await
         {
             Ok(BackendRole::Held) => {

@@ -37,7 +37,7 @@ pub struct BrokerHookAuth(());
 
 async fn verify_hook_secret(req: &Request, bearer: Bearer) -> Option<()> {
     let state = req.data::<AppState>()?;
-    let secret = state.settings.broker_hook_secret.as_ref()?;
+    let secret = state.settings.http.broker_hook_secret.as_ref()?;
     bool::from(
         bearer
             .token

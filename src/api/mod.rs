@@ -114,7 +114,7 @@ pub fn development_openapi_json() -> String {
 pub fn app(state: AppState, password_attempts: Arc<attempts::PasswordAttempts>) -> impl Endpoint {
     let route = if state.settings.wechat_is_fake() {
         let api = development_openapi_service(development::DevelopmentApi::new(
-            state.settings.wechat_appid.clone(),
+            state.settings.wechat.appid.clone(),
             wechat::fake::FAKE_APP_SECRET.to_owned(),
         ));
         Route::new()
@@ -128,9 +128,9 @@ pub fn app(state: AppState, password_attempts: Arc<attempts::PasswordAttempts>) 
             .nest("/docs", api.swagger_ui())
             .nest("/", api)
     };
-    let proxies = client_address::TrustedProxies::new(state.settings.trusted_proxies.clone());
-    let body_timeout = state.settings.http_timeouts.body;
-    let hooks_served = state.settings.broker_hook_secret.is_some();
+    let proxies = client_address::TrustedProxies::new(state.settings.http.trusted_proxies.clone());
+    let body_timeout = state.settings.http.timeouts.body;
+    let hooks_served = state.settings.http.broker_hook_secret.is_some();
     route
         .at("/favicon.ico", poem::get(no_favicon))
         .around(move |endpoint, request| async move {

@@ -20,6 +20,8 @@ use anyhow::Context;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use sea_orm::sqlx::sqlite::SqliteConnectOptions;
 
+use crate::config::DatabaseUrl;
+
 /// Connections kept open between reads; more are opened when more reads run at once, and
 /// closed after them. A read holds its connection for microseconds, so a few cover the runtime's
 /// worker threads.
@@ -47,8 +49,11 @@ pub enum InlineReadError {
 impl InlineReader {
     /// A reader for `url` when it names a SQLite file; `None` for PostgreSQL and for in-memory
     /// SQLite, which another connection cannot see.
-    pub fn for_url(url: &str) -> anyhow::Result<Option<Self>> {
-        if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+    pub fn for_url(database: &DatabaseUrl) -> anyhow::Result<Option<Self>> {
+        let DatabaseUrl::Sqlite(url) = database else {
+            return Ok(None);
+        };
+        if url.contains(":memory:") || url.contains("mode=memory") {
             return Ok(None);
         }
         let options = SqliteConnectOptions::from_str(url)
@@ -106,7 +111,7 @@ impl InlineReader {
 
 #[cfg(test)]
 mod tests {
-    use super::{InlineReadError, InlineReader};
+    use super::{DatabaseUrl, InlineReadError, InlineReader};
 
     #[test]
     fn postgres_and_in_memory_databases_get_no_inline_reader() {
@@ -116,7 +121,9 @@ mod tests {
             "sqlite://x.db?mode=memory",
         ] {
             assert!(
-                InlineReader::for_url(url).expect("parses").is_none(),
+                InlineReader::for_url(&DatabaseUrl::parse(url).expect("a URL"))
+                    .expect("parses")
+                    .is_none(),
                 "{url}"
             );
         }
@@ -128,7 +135,9 @@ mod tests {
         let path = dir.path().join("inline.db");
         let writer = rusqlite::Connection::open(&path).expect("the file opens");
         writer.execute_batch(setup).expect("the file is set up");
-        let reader = InlineReader::for_url(&format!("sqlite://{}?mode=rwc", path.display()))
+        let url =
+            DatabaseUrl::parse(&format!("sqlite://{}?mode=rwc", path.display())).expect("a URL");
+        let reader = InlineReader::for_url(&url)
             .expect("parses")
             .expect("a file URL gets a reader");
         (dir, writer, reader)

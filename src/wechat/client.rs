@@ -126,10 +126,10 @@ impl WechatClient {
     /// The client the settings call for: the real API with the configured secret, or in
     /// development the fake this same process serves at `http_addr`.
     pub fn from_settings(settings: &Settings, http_addr: SocketAddr) -> anyhow::Result<Self> {
-        match &settings.wechat {
+        match &settings.wechat.mode {
             WechatMode::Real { secret } => Self::new(
-                &settings.wechat_api_base,
-                &settings.wechat_appid,
+                &settings.wechat.api_base,
+                &settings.wechat.appid,
                 secret.clone(),
             ),
             WechatMode::Fake => {
@@ -145,7 +145,7 @@ impl WechatClient {
                 );
                 Self::new(
                     &base,
-                    &settings.wechat_appid,
+                    &settings.wechat.appid,
                     SecretString::from(super::fake::FAKE_APP_SECRET),
                 )
             }

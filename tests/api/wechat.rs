@@ -19,7 +19,7 @@ use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with};
 
 impl TestApp {
     fn appid(&self) -> String {
-        self.state.settings.wechat_appid.clone()
+        self.state.settings.wechat.appid.clone()
     }
 
     /// jscode2session as our server would call it, answer parsed.

@@ -256,9 +256,11 @@ async fn ingest(options: &Options, broker: &Mosquitto, replicas: usize) -> Inges
     let binary = server::release_binary(options.server_bin.clone());
     let dir = tempfile::tempdir().expect("a temporary folder");
     let database_url = options.database.fresh_url(dir.path()).await;
-    let db = iotbind::db::connect(&database_url)
-        .await
-        .expect("the database opens");
+    let db = iotbind::db::connect(
+        &iotbind::config::DatabaseUrl::parse(&database_url).expect("a database URL"),
+    )
+    .await
+    .expect("the database opens");
     iotbind::db::migrate(&db).await.expect("migrations apply");
     let devices = server::provision(&db, options.telemetry_devices).await;
     let mqtt_url = format!("mqtt://127.0.0.1:{}", broker.port);

@@ -274,9 +274,11 @@ pub async fn telemetry_ingestion(options: &Options, table: &mut Table) {
         .collect();
 
     // The baseline, on a connection pool of the harness's own to the same database.
-    let db = iotbind::db::connect(&app.database_url)
-        .await
-        .expect("the harness opens the database");
+    let db = iotbind::db::connect(
+        &iotbind::config::DatabaseUrl::parse(&app.database_url).expect("a database URL"),
+    )
+    .await
+    .expect("the harness opens the database");
     let raw_rate = {
         let mut seq = 0u64;
         let batch = |seq: &mut u64| -> Vec<iotbind::entity::telemetry::ActiveModel> {

@@ -391,9 +391,11 @@ impl ChildServer {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let database_url = database.fresh_url(dir.path()).await;
         let credentials = {
-            let db = iotbind::db::connect(&database_url)
-                .await
-                .expect("the database opens");
+            let db = iotbind::db::connect(
+                &iotbind::config::DatabaseUrl::parse(&database_url).expect("a database URL"),
+            )
+            .await
+            .expect("the database opens");
             iotbind::db::migrate(&db).await.expect("migrations apply");
             let credentials = provision(&db, devices).await;
             db.close().await.ok();
