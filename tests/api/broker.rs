@@ -4,11 +4,11 @@
 use rumqttc::{ConnectReturnCode, ConnectionError, QoS, SubscribeReasonCode};
 use serde_json::{Value, json};
 
-use crate::commands::{round_trip, send_command};
-use crate::device_client::{TestDevice, eventually, topic, try_connect_raw, try_connect_with_will};
-use crate::devices::{get_device, owner_with_devices};
-use crate::helpers::{TestApp, spawn_app_with_embedded_broker};
-use crate::telemetry::{history, metric};
+use crate::support::{TestApp, spawn_app_with_embedded_broker};
+use crate::support::{TestDevice, eventually, topic, try_connect_raw, try_connect_with_will};
+use crate::support::{get_device, owner_with_devices};
+use crate::support::{history, metric};
+use crate::support::{round_trip, send_command};
 
 /// Fails unless `outcome` is a CONNACK refusal for bad credentials or authorization.
 fn assert_refused(outcome: Result<(), ConnectionError>, who: &str) {

@@ -6,9 +6,9 @@ use iotbind::config::ConfigArgs;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::device_client::try_connect_raw;
-use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with};
-use crate::telemetry::metric;
+use crate::support::metric;
+use crate::support::try_connect_raw;
+use crate::support::{TestApp, assert_error, spawn_app, spawn_app_with};
 
 const SECRET: &str = "a hook secret of at least thirty-two bytes";
 const BACKEND_USER: &str = "iotbind-backend";

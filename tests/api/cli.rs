@@ -1,22 +1,10 @@
 //! The `iotbind` binary as an operator runs it: configuration errors, commands, signals.
 
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::fresh_database_url;
-
-/// The binary with no inherited `IOTBIND_*` variables, in a scratch folder.
-pub fn iotbind(dir: &tempfile::TempDir) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_iotbind"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("IOTBIND_") {
-            command.env_remove(key);
-        }
-    }
-    command.current_dir(dir.path());
-    command
-}
+use crate::support::fresh_database_url;
+use crate::support::{create_user, iotbind};
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -189,24 +177,6 @@ async fn migrate_applies_the_migrations() {
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
-}
-
-pub fn create_user(dir: &tempfile::TempDir, url: &str, username: &str, password: &str) -> Output {
-    let mut child = iotbind(dir)
-        .env("IOTBIND_DATABASE_URL", url)
-        .args(["user", "create", "--username", username, "--admin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 #[tokio::test]

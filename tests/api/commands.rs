@@ -6,26 +6,11 @@ use iotbind::config::ConfigArgs;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::broker_proxy::{BrokerProxy, host_and_port};
-use crate::device_client::{TestDevice, eventually};
-use crate::devices::{millis, owner_with_devices};
-use crate::helpers::{TestApp, assert_error, external_test_broker, spawn_app, spawn_app_with};
-
-/// `POST /devices/{id}/commands` with `body`.
-pub async fn send_command(
-    app: &TestApp,
-    token: &str,
-    device_id: &str,
-    body: Value,
-) -> reqwest::Response {
-    app.authed_json(
-        Method::POST,
-        &format!("/api/v1/devices/{device_id}/commands"),
-        token,
-        &body,
-    )
-    .await
-}
+use crate::support::broker_proxy::{BrokerProxy, host_and_port};
+use crate::support::{TestApp, assert_error, external_test_broker, spawn_app, spawn_app_with};
+use crate::support::{TestDevice, eventually};
+use crate::support::{millis, owner_with_devices};
+use crate::support::{round_trip, send_command};
 
 /// `GET /devices/{id}/commands/{command_id}`, which must succeed.
 pub async fn get_command(app: &TestApp, token: &str, device_id: &str, command_id: &str) -> Value {
@@ -40,30 +25,6 @@ pub async fn get_command(app: &TestApp, token: &str, device_id: &str, command_id
         .expect("request sent");
     assert_eq!(response.status(), 200, "command {command_id}");
     response.json().await.expect("a command as JSON")
-}
-
-/// Sends a `wait=true` command that `device` answers `succeeded`, and checks the answer
-/// comes back. A device's messages reach the backend in the order it sent them, so once
-/// this returns, whatever the device published before has reached the backend too: the way
-/// to give a stray result its chance to do harm before looking, without guessing a sleep.
-pub async fn round_trip(app: &TestApp, token: &str, device: &TestDevice) -> Value {
-    let (response, ()) = tokio::join!(
-        send_command(
-            app,
-            token,
-            &device.id,
-            json!({ "name": "ping", "wait": true })
-        ),
-        async {
-            let command = device.next_command().await;
-            device.succeed(&command, json!({ "pong": true })).await;
-        }
-    );
-    assert_eq!(response.status(), 200);
-    let command: Value = response.json().await.unwrap();
-    assert_eq!(command["status"], "succeeded", "{command}");
-    assert_eq!(command["result"], json!({ "pong": true }));
-    command
 }
 
 /// A claimed device connected to the app's broker, and its owner's token.

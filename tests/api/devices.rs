@@ -6,82 +6,11 @@ use std::collections::HashSet;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::commands::send_command;
-use crate::device_client::{TestDevice, eventually};
-use crate::helpers::{ProvisionedDevice, TestApp, assert_error, spawn_app};
-use crate::telemetry::history;
-
-/// Tries to claim a device by serial and claim code for the user of `token`.
-pub async fn try_claim(
-    app: &TestApp,
-    token: &str,
-    serial: &str,
-    claim_code: &str,
-) -> reqwest::Response {
-    app.authed_json(
-        Method::POST,
-        "/api/v1/devices/claim",
-        token,
-        &json!({ "serial": serial, "claim_code": claim_code }),
-    )
-    .await
-}
-
-/// Claims `device` for the user of `token`, which must succeed; returns the device.
-pub async fn claim(app: &TestApp, token: &str, device: &ProvisionedDevice) -> Value {
-    let response = try_claim(app, token, &device.serial, &device.claim_code).await;
-    assert_eq!(
-        response.status(),
-        201,
-        "the owner claims {}",
-        device.device_id
-    );
-    response.json().await.expect("a device as JSON")
-}
-
-/// A new user who owns `count` newly provisioned devices: where most device tests start.
-/// Returns the user's access token and the devices.
-pub async fn owner_with_devices(app: &TestApp, count: usize) -> (String, Vec<ProvisionedDevice>) {
-    let token = app.user_token().await;
-    let devices = app.provision(count).await;
-    for device in &devices {
-        claim(app, &token, device).await;
-    }
-    (token, devices)
-}
-
-/// `GET /devices/{id}`, which must succeed.
-pub async fn get_device(app: &TestApp, token: &str, device_id: &str) -> Value {
-    let response = app
-        .authed(Method::GET, &format!("/api/v1/devices/{device_id}"), token)
-        .send()
-        .await
-        .expect("request sent");
-    assert_eq!(response.status(), 200, "the owner gets {device_id}");
-    response.json().await.expect("a device as JSON")
-}
-
-/// The devices of `GET /devices`, which must succeed.
-pub async fn list_devices(app: &TestApp, token: &str) -> Vec<Value> {
-    let response = app
-        .authed(Method::GET, "/api/v1/devices", token)
-        .send()
-        .await
-        .expect("request sent");
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["items"].as_array().expect("items").clone()
-}
-
-/// An RFC 3339 time from a response, in unix milliseconds.
-pub fn millis(time: &Value) -> i64 {
-    let text = time
-        .as_str()
-        .unwrap_or_else(|| panic!("{time} is an RFC 3339 string"));
-    chrono::DateTime::parse_from_rfc3339(text)
-        .unwrap_or_else(|error| panic!("{text} is RFC 3339: {error}"))
-        .timestamp_millis()
-}
+use crate::support::history;
+use crate::support::send_command;
+use crate::support::{ProvisionedDevice, TestApp, assert_error, spawn_app};
+use crate::support::{TestDevice, eventually};
+use crate::support::{claim, get_device, list_devices, millis, owner_with_devices, try_claim};
 
 async fn provision_as(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
     app.authed_json(Method::POST, "/api/v1/admin/devices", token, body)

@@ -7,12 +7,12 @@ use reqwest::Method;
 use rumqttc::{QoS, SubscribeReasonCode};
 use serde_json::{Value, json};
 
-use crate::commands::send_command;
-use crate::device_client::{TestDevice, eventually, topic, try_connect_raw};
-use crate::devices::claim;
-use crate::helpers::{ProvisionedDevice, TestApp, assert_error, spawn_app_with};
-use crate::mosquitto::{DYNSEC_ADMIN, DYNSEC_ADMIN_PASSWORD, PrivateMosquitto};
-use crate::telemetry::history;
+use crate::support::claim;
+use crate::support::history;
+use crate::support::mosquitto::{DYNSEC_ADMIN, DYNSEC_ADMIN_PASSWORD, PrivateMosquitto};
+use crate::support::send_command;
+use crate::support::{ProvisionedDevice, TestApp, assert_error, spawn_app_with};
+use crate::support::{TestDevice, eventually, topic, try_connect_raw};
 
 /// A server whose broker is `mosquitto`, with dynamic security on, once its own client holds
 /// its role (its subscriptions then succeed: a device's status shows).

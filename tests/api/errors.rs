@@ -1,7 +1,7 @@
 //! The error model of DESIGN §3 for failures every endpoint shares: unknown paths, wrong
 //! methods and oversized bodies.
 
-use crate::helpers::{assert_error, spawn_app};
+use crate::support::{assert_error, spawn_app};
 
 #[tokio::test]
 async fn an_unknown_path_is_404_not_found_json() {

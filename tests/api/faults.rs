@@ -18,10 +18,10 @@ use reqwest::Method;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::json;
 
-use crate::broker_proxy::BrokerProxy;
-use crate::device_client::eventually;
-use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with};
-use crate::mosquitto::PrivateMosquitto;
+use crate::support::broker_proxy::BrokerProxy;
+use crate::support::eventually;
+use crate::support::mosquitto::PrivateMosquitto;
+use crate::support::{TestApp, assert_error, spawn_app, spawn_app_with};
 
 /// A bound for "answered rather than hung": far above any budget the server has (WeChat 5 s,
 /// pool acquire 5 s), far below a hang. Not a timing goal.
@@ -265,7 +265,7 @@ async fn start_server(
     http_port: u16,
     mqtt_port: u16,
 ) -> std::process::Child {
-    let child = crate::cli::iotbind(dir)
+    let child = crate::support::iotbind(dir)
         .env("IOTBIND_DATABASE_URL", url)
         .env("IOTBIND_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
         .env("IOTBIND_MQTT_LISTEN", format!("127.0.0.1:{mqtt_port}"))
@@ -346,7 +346,7 @@ async fn sigkill_mid_load_leaves_no_half_made_accounts_and_an_intact_database() 
     // Password-only accounts, made as an operator makes them, for the binds to target.
     let targets: Vec<String> = (0..4).map(|i| format!("target{i}")).collect();
     for target in &targets {
-        let made = crate::cli::create_user(&dir, &url, target, "a bind target password");
+        let made = crate::support::create_user(&dir, &url, target, "a bind target password");
         assert!(made.status.success());
     }
     let (http_port, mqtt_port) = (free_port(), free_port());
@@ -463,13 +463,13 @@ async fn sigterm_under_load_answers_in_flight_requests_and_stores_acknowledged_t
         "sqlite://{}?mode=rwc",
         dir.path().join("iotbind.db").display()
     );
-    let provisioned = crate::cli::iotbind(&dir)
+    let provisioned = crate::support::iotbind(&dir)
         .env("IOTBIND_DATABASE_URL", &url)
         .args(["device", "provision", "--count", "1"])
         .output()
         .unwrap();
     assert!(provisioned.status.success());
-    let device: crate::helpers::ProvisionedDevice =
+    let device: crate::support::ProvisionedDevice =
         serde_json::from_slice(&provisioned.stdout).unwrap();
     let (http_port, mqtt_port) = (free_port(), free_port());
     let mut server = start_server(&dir, &url, http_port, mqtt_port).await;
@@ -512,8 +512,7 @@ async fn sigterm_under_load_answers_in_flight_requests_and_stores_acknowledged_t
         .collect();
 
     // Telemetry, every message acknowledged by the broker, right before the signal.
-    let sender =
-        crate::device_client::TestDevice::connect_to("127.0.0.1", mqtt_port, &device).await;
+    let sender = crate::support::TestDevice::connect_to("127.0.0.1", mqtt_port, &device).await;
     let sent = 50;
     for n in 0..sent {
         sender
@@ -560,7 +559,7 @@ async fn sigterm_under_load_answers_in_flight_requests_and_stores_acknowledged_t
 /// going away: rumqttc reconnects and sends again what was not acknowledged.
 async fn acked_sender(
     port: u16,
-    device: crate::helpers::ProvisionedDevice,
+    device: crate::support::ProvisionedDevice,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<u64> {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};

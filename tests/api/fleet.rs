@@ -9,11 +9,11 @@ use chrono::Utc;
 use device_sim::{Behaviour, Broker, DeviceCredentials, DeviceStats, Fleet, FleetConfig, Qos};
 use serde_json::{Value, json};
 
-use crate::commands::send_command;
-use crate::device_client::eventually;
-use crate::devices::{list_devices, millis, owner_with_devices};
-use crate::helpers::{ProvisionedDevice, TestApp, spawn_app};
-use crate::telemetry::{history, history_paged};
+use crate::support::eventually;
+use crate::support::send_command;
+use crate::support::{ProvisionedDevice, TestApp, spawn_app};
+use crate::support::{history, history_paged};
+use crate::support::{list_devices, millis, owner_with_devices};
 
 const DEVICES: usize = 50;
 /// Telemetry messages every device must have had acknowledged before the fleet stops: a few

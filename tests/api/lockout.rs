@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::helpers::{TestApp, assert_error, client_from, login_from, spawn_app};
+use crate::support::{TestApp, assert_error, client_from, login_from, spawn_app};
 
 const PASSWORD: &str = "the owners passphrase";
 

@@ -4,30 +4,29 @@
 // Test code fails by panicking; the workspace's ban on unwrap and expect is for the server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod abuse;
 mod auth;
 mod broker;
 mod broker_hooks;
-mod broker_proxy;
 mod cli;
 mod commands;
-mod device_client;
 mod devices;
 mod dynsec;
 mod errors;
 mod faults;
 mod fleet;
-mod helpers;
+mod hostile_devices;
+mod hostile_input;
 mod lockout;
 mod me;
-mod mosquitto;
 mod openapi;
 mod operations;
+mod password_guessing;
 mod proxies;
 mod races;
 mod replicas;
 mod sessions;
 mod slow_clients;
+mod support;
 mod telemetry;
 mod tokens;
 mod wechat;

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use iotbind::service::me;
 
-use crate::helpers::{TestApp, assert_error, spawn_app};
+use crate::support::{TestApp, assert_error, spawn_app};
 
 const PASSWORD: &str = "correct horse battery";
 

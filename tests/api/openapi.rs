@@ -6,8 +6,8 @@ use iotbind::config::ConfigArgs;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::devices::owner_with_devices;
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::support::owner_with_devices;
+use crate::support::{TestApp, spawn_app, spawn_app_with};
 
 fn committed_spec() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");

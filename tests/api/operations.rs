@@ -2,7 +2,7 @@
 
 use futures_util::StreamExt;
 
-use crate::helpers::spawn_app;
+use crate::support::spawn_app;
 
 #[tokio::test]
 async fn liveness_answers_live() {
@@ -31,7 +31,7 @@ async fn readiness_is_503_unavailable_when_the_database_is_gone() {
     let app = spawn_app().await;
     app.state.db.clone().close().await.unwrap();
     let response = app.get("/health/ready").await;
-    let body = crate::helpers::assert_error(response, 503, "unavailable").await;
+    let body = crate::support::assert_error(response, 503, "unavailable").await;
     assert!(body["message"].as_str().unwrap().contains("database"));
 }
 
@@ -142,7 +142,7 @@ async fn shutdown_lets_an_in_flight_request_finish() {
         .await
         .unwrap()
         .expect("the in-flight request was answered");
-    crate::helpers::assert_error(response, 401, "invalid_credentials").await;
+    crate::support::assert_error(response, 401, "invalid_credentials").await;
 }
 
 #[tokio::test]

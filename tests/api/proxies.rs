@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use iotbind::config::ConfigArgs;
 use serde_json::json;
 
-use crate::helpers::{TestApp, assert_error, client_from, spawn_app, spawn_app_with};
+use crate::support::{TestApp, assert_error, client_from, spawn_app, spawn_app_with};
 
 const PASSWORD: &str = "a long passphrase";
 

@@ -12,10 +12,10 @@ use device_sim::{Broker, DeviceCredentials, DeviceStats, Fleet, FleetConfig, Qos
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
 
-use crate::cli::{create_user, iotbind};
-use crate::device_client::eventually;
-use crate::helpers::{ProvisionedDevice, fresh_database_url};
-use crate::mosquitto::{DYNSEC_ADMIN, DYNSEC_ADMIN_PASSWORD, PrivateMosquitto, free_port};
+use crate::support::eventually;
+use crate::support::mosquitto::{DYNSEC_ADMIN, DYNSEC_ADMIN_PASSWORD, PrivateMosquitto, free_port};
+use crate::support::{ProvisionedDevice, fresh_database_url};
+use crate::support::{create_user, iotbind};
 
 const DEVICES: usize = 50;
 const JWT_SECRET: &str = "a signing key both replicas share, 32+ bytes";

@@ -5,8 +5,8 @@ use reqwest::Method;
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
-use crate::devices::claim;
-use crate::helpers::{TestApp, assert_error, spawn_app};
+use crate::support::claim;
+use crate::support::{TestApp, assert_error, spawn_app};
 
 const PASSWORD: &str = "a long passphrase";
 

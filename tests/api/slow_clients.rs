@@ -9,9 +9,9 @@ use iotbind::config::ConfigArgs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::device_client::{TestDevice, raw_connect};
-use crate::helpers::{TestApp, spawn_app_with};
-use crate::telemetry::metric;
+use crate::support::metric;
+use crate::support::{TestApp, spawn_app_with};
+use crate::support::{TestDevice, raw_connect};
 
 /// A TCP connection to `to` from the loopback address `source`.
 async fn connect_from(source: Ipv4Addr, to: SocketAddr) -> TcpStream {
@@ -141,13 +141,13 @@ async fn one_address_holding_handshakes_open_cannot_keep_a_device_out() {
     assert_eq!(closed_at_once, 15, "connections beyond the cap were kept");
 
     // … while a device from another address connects and is heard.
-    let (token, devices) = crate::devices::owner_with_devices(&app, 1).await;
+    let (token, devices) = crate::support::owner_with_devices(&app, 1).await;
     let device = TestDevice::connect(&app, &devices[0]).await;
     device
         .send_telemetry(&serde_json::json!({ "values": { "t": 1 } }))
         .await;
-    crate::device_client::eventually("the device's reading", async || {
-        (!crate::telemetry::history(&app, &token, &device.id)
+    crate::support::eventually("the device's reading", async || {
+        (!crate::support::history(&app, &token, &device.id)
             .await
             .is_empty())
         .then_some(())

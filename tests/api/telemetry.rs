@@ -10,113 +10,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::device_client::{TestDevice, eventually};
-use crate::devices::{get_device, list_devices, millis, owner_with_devices};
-use crate::helpers::{TestApp, assert_error, spawn_app};
-
-/// `GET /devices/{id}/telemetry` with `query`, which must succeed; returns the rows and
-/// `next_cursor`.
-pub async fn telemetry_page(
-    app: &TestApp,
-    token: &str,
-    device_id: &str,
-    query: &[(&str, &str)],
-) -> (Vec<Value>, Option<String>) {
-    let response = app
-        .authed(
-            Method::GET,
-            &format!("/api/v1/devices/{device_id}/telemetry"),
-            token,
-        )
-        .query(query)
-        .send()
-        .await
-        .expect("request sent");
-    assert_eq!(
-        response.status(),
-        200,
-        "history of {device_id} with {query:?}"
-    );
-    let body: Value = response.json().await.expect("JSON");
-    let items = body["items"].as_array().expect("items").clone();
-    let cursor = match &body["next_cursor"] {
-        Value::Null => None,
-        Value::String(cursor) => Some(cursor.clone()),
-        other => panic!("next_cursor is a string or null, not {other}"),
-    };
-    (items, cursor)
-}
-
-/// Every row of a device's history within `query`, following `next_cursor` page by page
-/// of `limit`, in the order served. Fails if a page is larger than asked or if a page
-/// before the last is not full, since a client stops at the first short page.
-pub async fn history_paged(
-    app: &TestApp,
-    token: &str,
-    device_id: &str,
-    query: &[(&str, &str)],
-    limit: usize,
-) -> Vec<Value> {
-    let limit_text = limit.to_string();
-    let mut rows = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..=10_000 / limit + 2 {
-        let mut page_query = query.to_vec();
-        page_query.push(("limit", &limit_text));
-        if let Some(cursor) = &cursor {
-            page_query.push(("cursor", cursor));
-        }
-        let (items, next) = telemetry_page(app, token, device_id, &page_query).await;
-        assert!(
-            items.len() <= limit,
-            "a page of {} rows for limit {limit}",
-            items.len()
-        );
-        let full = items.len() == limit;
-        rows.extend(items);
-        match next {
-            Some(next) => {
-                assert!(full, "a short page before the last, at row {}", rows.len());
-                cursor = Some(next);
-            }
-            None => return rows,
-        }
-    }
-    panic!("next_cursor never ran out for {device_id}");
-}
-
-/// A device's whole history as its owner sees it, newest first.
-pub async fn history(app: &TestApp, token: &str, device_id: &str) -> Vec<Value> {
-    history_paged(app, token, device_id, &[], 1000).await
-}
-
-/// The sum of a Prometheus counter's series whose labels include `labels`, from `/metrics`
-/// (0 when absent). Counters are process-wide and tests run in parallel, so tests compare
-/// before and after, and ask for at least their own increments.
-pub async fn metric(app: &TestApp, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let response = app.get("/metrics").await;
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
-    let mut total = 0.0;
-    for line in text.lines().filter(|line| !line.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (series_name, series_labels) = match series.split_once('{') {
-            Some((series_name, rest)) => (series_name, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        let wanted = labels.iter().all(|(key, value)| {
-            series_labels
-                .split(',')
-                .any(|pair| pair == format!("{key}=\"{value}\""))
-        });
-        if series_name == name && wanted {
-            total += value.parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    total
-}
+use crate::support::{TestApp, assert_error, spawn_app};
+use crate::support::{TestDevice, eventually};
+use crate::support::{get_device, list_devices, millis, owner_with_devices};
+use crate::support::{history, history_paged, metric, telemetry_page};
 
 /// `ms` as an RFC 3339 query value with milliseconds.
 fn rfc3339(ms: i64) -> String {
@@ -496,7 +393,7 @@ async fn the_writer_flushes_what_is_pending_when_its_queue_closes() {
 /// as fast as the broker takes them; the returned counter says how many were acknowledged.
 fn flood(
     app: &TestApp,
-    device: &crate::helpers::ProvisionedDevice,
+    device: &crate::support::ProvisionedDevice,
     count: u64,
 ) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -548,7 +445,7 @@ async fn while_the_database_cannot_keep_up_the_broker_holds_back_acknowledgement
 
     // The embedded broker (an external one acknowledges on its own terms), and a small queue in
     // front of the writer so that it fills after a few messages.
-    let app = crate::helpers::spawn_app_with(iotbind::config::ConfigArgs {
+    let app = crate::support::spawn_app_with(iotbind::config::ConfigArgs {
         mqtt_url: Some("embedded".to_owned()),
         telemetry_queue: Some("20".to_owned()),
         ..Default::default()
@@ -587,7 +484,7 @@ async fn while_the_database_cannot_keep_up_the_broker_holds_back_acknowledgement
     );
 
     blocker.rollback().await.unwrap();
-    tokio::time::timeout(crate::device_client::DEADLINE, flooding)
+    tokio::time::timeout(crate::support::DEADLINE, flooding)
         .await
         .expect("every message is acknowledged once the database is back")
         .unwrap();

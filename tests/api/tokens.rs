@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, spawn_app};
+use crate::support::{TestApp, assert_error, spawn_app};
 
 const PASSWORD: &str = "correct horse battery";
 

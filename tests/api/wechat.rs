@@ -15,7 +15,7 @@ use iotbind::wechat::{WechatClient, WechatError, WechatSession};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with};
+use crate::support::{TestApp, assert_error, spawn_app, spawn_app_with};
 
 impl TestApp {
     fn appid(&self) -> String {

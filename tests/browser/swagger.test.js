@@ -109,11 +109,13 @@ test('an explorer logs in from /docs alone and sees their account', async () => 
   await page.waitForSelector('.opblock-tag')
 
   const tags = await page.$$eval('.opblock-tag', (els) => els.map((el) => el.getAttribute('data-tag')))
-  assert.deepEqual(tags, ['Admin', 'Auth', 'Development', 'Devices', 'Me', 'Operations'])
+  assert.deepEqual(tags, ['Admin', 'Auth', 'Broker', 'Development', 'Devices', 'Me', 'Operations'])
   const development = await page.$eval('.opblock-tag-section [data-tag="Development"]', (el) => el.textContent)
   assert.match(development, /Development mode only/)
+  const spec = await (await fetch(`${server.baseUrl}/openapi.json`)).json()
+  const specified = Object.values(spec.paths).reduce((sum, item) => sum + Object.keys(item).length, 0)
   const operations = await page.$$eval('.opblock', (els) => els.length)
-  assert.equal(operations, 28, 'every operation of the development spec is listed')
+  assert.equal(operations, specified, 'every operation of the development spec is listed')
 
   const minted = await tryItOut('dev_wechat_codes', 'Development', { openid: 'o-swagger-explorer' })
   assert.equal(minted.status, 200, minted.raw)

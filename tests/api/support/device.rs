@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::{Instant, timeout};
 
-use crate::helpers::{ProvisionedDevice, TestApp};
+use super::app::{ProvisionedDevice, TestApp};
 
 /// How long a test waits for the broker or the server before it fails: generous, because a
 /// loaded CI machine runs many of these tests at once, and a deadline is not a timing goal.
