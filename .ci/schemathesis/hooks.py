@@ -4,13 +4,13 @@ Random data alone would only ever see 401 (no token) and 404 (no such device), s
 interesting answers, a real device's telemetry, its commands, a command's state, would
 never be checked against the spec. At the first request these hooks:
 
-- register a fresh user through the fake WeChat flow (DESIGN §6: code → bind ticket →
+- register a fresh user through the fake WeChat flow (code → bind ticket →
   register) and use its access token for every operation;
 - log the admin in (created by `.ci/schemathesis.sh` with the CLI) for the admin operation;
 - provision a few devices with the admin token and claim them as the user, and send each a
   command, so device operations can be fed real device and command ids;
-- connect the kept devices to the embedded broker as devices do (DESIGN §4): they publish
-  telemetry and answer commands (succeeded, failed, rejected, or never, which times out), so
+- connect the kept devices to the embedded broker as devices do (openapi/asyncapi.yaml):
+  they publish telemetry and answer commands (succeeded, failed, rejected, or never, which times out), so
   telemetry pages, `latest` and final commands have real content for the schema checks.
 
 The auth operations get live values (a fresh code, bind ticket, refresh token, the user's

@@ -65,7 +65,8 @@ impl fmt::Display for Broker {
     }
 }
 
-/// The QoS of telemetry (status and command results always use QoS 1, as DESIGN §4 asks).
+/// The QoS of telemetry (status and command results always use QoS 1, as `openapi/asyncapi.yaml`
+/// asks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Qos {
     /// Fire and forget: "sent" means written to the socket.

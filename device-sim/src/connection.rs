@@ -95,7 +95,7 @@ pub(crate) struct Timing {
     pub max_backoff: Duration,
 }
 
-/// `devices/{id}/{leaf}` of DESIGN §4.
+/// `devices/{id}/{leaf}`, as `openapi/asyncapi.yaml` names it.
 pub(crate) fn topic(id: &str, leaf: &str) -> String {
     format!("devices/{id}/{leaf}")
 }

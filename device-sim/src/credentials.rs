@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The admin API provisions at most this many devices per request (DESIGN §3.4).
+/// The admin API provisions at most this many devices per request (`openapi/openapi.json`).
 const MAX_PER_REQUEST: usize = 1_000;
 
 /// What a device needs to connect, as provisioning hands it out: one JSON line each.

@@ -1,7 +1,7 @@
 //! The firmware's command logic, apart from any connection: which commands it drops, which it
 //! has seen before, and how it answers the ones it carries out.
 //!
-//! Kept free of I/O so the rules DESIGN §4 sets for devices (drop a command past its
+//! Kept free of I/O so the rules `openapi/asyncapi.yaml` sets for devices (drop a command past its
 //! `expires_at`, answer each command id once) are tested directly.
 
 use std::collections::{HashSet, VecDeque};
@@ -113,7 +113,7 @@ impl Reply {
         }
     }
 
-    /// `{"id", "status", "result"?, "error"?}` of DESIGN §4.
+    /// `{"id", "status", "result"?, "error"?}`.
     pub fn to_payload(&self) -> Vec<u8> {
         let mut body = json!({ "id": self.id, "status": self.outcome.as_str() });
         if let Some(result) = &self.result {
@@ -129,7 +129,7 @@ impl Reply {
 /// What to do with a received command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Past its `expires_at`: dropped unanswered, as DESIGN §4 asks.
+    /// Past its `expires_at`: dropped unanswered, as `openapi/asyncapi.yaml` asks.
     Expired,
     /// A command id already handled: answered once already (or deliberately not at all).
     Duplicate,

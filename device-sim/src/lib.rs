@@ -1,5 +1,5 @@
 //! device-sim: a fleet of simulated iotbind devices that speak only the MQTT contract of
-//! DESIGN §4, for demos, end-to-end tests and load.
+//! `openapi/asyncapi.yaml`, for demos, end-to-end tests and load.
 //!
 //! Each simulated device has its own MQTT connection (client id = username = device id, last
 //! will `offline`), says `online` after every connect, publishes telemetry whose values

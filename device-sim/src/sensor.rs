@@ -86,7 +86,7 @@ impl Sensor {
         self.seq
     }
 
-    /// The next telemetry payload of DESIGN §4, `{"ts", "values"}`, stamped `ts_ms`.
+    /// The next telemetry payload, `{"ts", "values"}`, stamped `ts_ms`.
     pub fn reading(&mut self, ts_ms: i64) -> Value {
         let seq = self.seq;
         self.seq += 1;
@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(
             names,
             ["battery", "humidity", "relay", "seq", "temperature"],
-            "the values DESIGN §4 carries: numbers and booleans"
+            "the values telemetry carries: numbers and booleans"
         );
     }
 }

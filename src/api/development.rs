@@ -1,4 +1,4 @@
-//! `/dev/wechat/…`: the fake WeChat API's operations (DESIGN §6), served and described only in
+//! `/dev/wechat/…`: the fake WeChat API's operations, served and described only in
 //! development mode, so an explorer can start a login from Swagger UI alone.
 //!
 //! The answers are the fake's own (`wechat::fake`): `jscode2session` answers 200 with WeChat's

@@ -1,4 +1,5 @@
-//! Every service error's HTTP answer, in one place: status and stable code per DESIGN §3.
+//! Every service error's HTTP answer, in one place: status and the stable code that
+//! `openapi/openapi.json` documents.
 
 use poem::http::StatusCode;
 

@@ -1,5 +1,5 @@
-//! The MQTT adapter: the topics and payloads of DESIGN §4, the embedded broker that enforces
-//! device authentication and topic ACLs, and the backend's own client connection.
+//! The MQTT adapter: the topics and payloads of `openapi/asyncapi.yaml`, the embedded broker that
+//! enforces device authentication and topic ACLs, and the backend's own client connection.
 
 pub mod broker;
 pub mod client;

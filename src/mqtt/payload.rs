@@ -1,5 +1,5 @@
-//! The payloads of DESIGN §4 on the wire: parsing what devices send (telemetry, status,
-//! command results) strictly, and encoding the commands we send them.
+//! The payloads of `openapi/asyncapi.yaml` on the wire: parsing what devices send (telemetry,
+//! status, command results) strictly, and encoding the commands we send them.
 //!
 //! Everything here faces devices we do not control, so parsing never panics and every refusal
 //! has a reason that becomes a metric label.

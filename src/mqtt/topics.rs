@@ -1,5 +1,5 @@
-//! The device topics of DESIGN §4, and which of them a device may use: the per-device ACL
-//! that the embedded broker enforces and that a Mosquitto `acl_file` mirrors.
+//! The device topics of `openapi/asyncapi.yaml`, and which of them a device may use: the per-device
+//! ACL that the embedded broker enforces and that a Mosquitto `acl_file` mirrors.
 
 use uuid::Uuid;
 

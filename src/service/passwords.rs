@@ -14,7 +14,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
-/// argon2id parameters of DESIGN §5: m = 19 MiB, t = 2, p = 1 (OWASP's first recommendation).
+/// argon2id parameters: m = 19 MiB, t = 2, p = 1 (OWASP's first recommendation).
 fn argon2() -> anyhow::Result<Argon2<'static>> {
     let params = Params::new(19 * 1024, 2, 1, None)
         .map_err(|e| anyhow::anyhow!("argon2 parameters rejected: {e}"))?;

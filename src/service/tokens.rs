@@ -53,7 +53,7 @@ impl From<sea_orm::DbErr> for TokenError {
     }
 }
 
-/// The claims of an access token (DESIGN §3.2).
+/// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub sub: Uuid,

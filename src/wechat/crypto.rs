@@ -4,7 +4,7 @@
 //! The errors separate what a client sent wrongly ([`DecryptError::Malformed`], a foreign
 //! appid, a stale watermark) from data that does not decrypt, whose likely cause is a
 //! session_key that a newer `wx.login()` replaced: the two call for different answers
-//! (DESIGN §3.3).
+//! (400 `invalid_encrypted_data` and 409 `session_key_stale`).
 
 use aes::Aes128;
 use base64::Engine as _;

@@ -1,4 +1,4 @@
-//! The fake WeChat API of DESIGN §6, served under `/dev/wechat` in development mode only.
+//! The fake WeChat API, served under `/dev/wechat` in development mode only.
 //!
 //! It answers `sns/jscode2session` the way WeChat does (HTTP 200 with an `errcode` for every
 //! refusal), and adds three endpoints that play the parts WeChat and the phone would: mint the

@@ -4,7 +4,7 @@
 //! - [`client`]: `sns/jscode2session` over HTTPS, with WeChat's errcodes mapped to
 //!   [`client::WechatError`], one quick retry for transient failures, and a 5 s budget.
 //! - [`crypto`]: AES-128-CBC decryption of `wx.getUserInfo` data, with the watermark checks.
-//! - [`fake`]: the same API served by this process under `/dev/wechat` (DESIGN §6), plus the
+//! - [`fake`]: the same API served by this process under `/dev/wechat`, plus the
 //!   helpers a developer needs to play the mini program's part (mint codes, encrypt data,
 //!   inject faults).
 //!

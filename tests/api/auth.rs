@@ -1,4 +1,4 @@
-//! WeChat login, the bind and register pages, password login and the lockout (DESIGN §3.1).
+//! WeChat login, the bind and register pages, password login and the lockout.
 
 use serde_json::{Value, json};
 

@@ -1,5 +1,6 @@
-//! The embedded broker's device authentication and per-device topic rules (DESIGN §4), seen
-//! from real MQTT connections: who may connect, subscribe and publish where.
+//! The embedded broker's device authentication and per-device topic rules of
+//! `openapi/asyncapi.yaml`, seen from real MQTT connections: who may connect, subscribe and publish
+//! where.
 
 use rumqttc::{ConnectReturnCode, ConnectionError, QoS, SubscribeReasonCode};
 use serde_json::{Value, json};

@@ -1,4 +1,4 @@
-//! The command relay of DESIGN §3.4 and §4: commands sent over HTTP, answered by real MQTT
+//! The command relay: commands sent over HTTP, answered by real MQTT
 //! devices (or not), stray results, and a backend that loses and regains its broker.
 
 use chrono::Utc;

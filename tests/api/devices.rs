@@ -1,4 +1,4 @@
-//! Provisioning, claiming and the device API of DESIGN §3.4: who may see and change which
+//! Provisioning, claiming and the device API: who may see and change which
 //! device, and what a device looks like.
 
 use std::collections::HashSet;

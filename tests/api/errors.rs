@@ -1,5 +1,5 @@
-//! The error model of DESIGN §3 for failures every endpoint shares: unknown paths, wrong
-//! methods and oversized bodies.
+//! The error model (`{"error", "message"}` with a real status) for failures every endpoint shares:
+//! unknown paths, wrong methods and oversized bodies.
 
 use crate::support::{assert_error, spawn_app};
 

@@ -192,7 +192,7 @@ async fn a_nul_character_in_any_text_field_gets_the_fields_own_answer_never_a_50
             path: "/api/v1/auth/logout".into(),
             bearer: None,
             body: json!({ "refresh_token": refresh }),
-            // An unknown token is logged out too (DESIGN §3.2).
+            // An unknown token is logged out too: logout is idempotent.
             fields: vec![("refresh_token", 204, "")],
         },
         NulCase {

@@ -1,4 +1,4 @@
-//! The signed-in user's account: profile, password, unbind, WeChat profile (DESIGN §3.3).
+//! The signed-in user's account: profile, password, unbind, WeChat profile.
 
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -137,7 +137,7 @@ async fn an_address_out_of_password_attempts_still_gets_ticket_shape_and_rule_er
     let token = login["access_token"].as_str().unwrap().to_owned();
     let limited = client_from(Ipv4Addr::new(127, 0, 0, 9));
     let refused_first = [
-        // DESIGN §3: the bearer token, the shape, the ticket and the fields' rules all come
+        // The order of checks: the bearer token, the shape, the ticket and the fields' rules all come
         // before credentials, where the address limit belongs.
         (
             Request {

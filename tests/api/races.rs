@@ -1,4 +1,4 @@
-//! Uniqueness races end with exactly one winner, decided by the database (DESIGN §5).
+//! Uniqueness races end with exactly one winner, decided by the database's unique constraints.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};

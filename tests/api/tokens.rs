@@ -1,4 +1,4 @@
-//! Access tokens on `/me`, refresh rotation with its reuse grace, and logout (DESIGN §3.2).
+//! Access tokens on `/me`, refresh rotation with its reuse grace, and logout.
 
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -1,4 +1,4 @@
-//! The fake WeChat API under `/dev/wechat` (DESIGN §6), and the WeChat client against it and
+//! The fake WeChat API under `/dev/wechat`, and the WeChat client against it and
 //! against stub servers that misbehave in ways the fake cannot (HTML, garbage, hangs).
 
 use std::io::Write;

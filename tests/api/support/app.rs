@@ -427,7 +427,7 @@ pub async fn login_from(
         .expect("request sent")
 }
 
-/// Asserts the DESIGN §3 error shape and returns the parsed body.
+/// Asserts the error shape `{"error", "message"}` and returns the parsed body.
 pub async fn assert_error(
     response: reqwest::Response,
     status: u16,
@@ -444,7 +444,7 @@ pub async fn assert_error(
     body
 }
 
-/// Checks that `response` carries the error JSON of DESIGN §3 (`{"error", "message"}` and
+/// Checks that `response` carries the error JSON (`{"error", "message"}` and
 /// nothing else, as `application/json`) and returns it, whatever its status.
 pub async fn error_body(response: reqwest::Response) -> serde_json::Value {
     let content_type = response

@@ -1,5 +1,5 @@
-//! `TestDevice`: a device on a real MQTT connection (rumqttc) behaving as DESIGN §4 asks of
-//! firmware, a bare connection attempt for the broker's refusals, and a polling helper.
+//! `TestDevice`: a device on a real MQTT connection (rumqttc) behaving as `openapi/asyncapi.yaml`
+//! asks of firmware, a bare connection attempt for the broker's refusals, and a polling helper.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -47,7 +47,7 @@ pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>
     }
 }
 
-/// The MQTT topic `devices/{device_id}/{leaf}` of DESIGN §4.
+/// The MQTT topic `devices/{device_id}/{leaf}`.
 pub fn topic(device_id: &str, leaf: &str) -> String {
     format!("devices/{device_id}/{leaf}")
 }
@@ -94,7 +94,7 @@ pub struct TestDevice {
 }
 
 impl TestDevice {
-    /// Connects `device` to the app's broker as DESIGN §4 describes, announces itself
+    /// Connects `device` to the app's broker as `openapi/asyncapi.yaml` describes, announces itself
     /// `online` and subscribes to its commands; panics if any step fails.
     pub async fn connect(app: &TestApp, device: &ProvisionedDevice) -> TestDevice {
         TestDevice::connect_to(&app.mqtt_host, app.mqtt_port, device).await
