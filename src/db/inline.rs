@@ -9,7 +9,8 @@
 //! They never wait: in WAL mode a reader does not block on the writer, and in the rare moments
 //! when SQLite still answers busy (a checkpoint resetting the log), the read reports
 //! [`InlineReadError::Busy`] at once and the caller takes the pooled path instead of blocking
-//! the async runtime. Only reads belong here; every write goes through sea-orm.
+//! the async runtime. Only reads belong here, each a typed method with its statement beside it,
+//! so services call them without naming rusqlite; every write goes through sea-orm.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -17,10 +18,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::types::Type;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
+use sea_orm::ActiveEnum;
 use sea_orm::sqlx::sqlite::SqliteConnectOptions;
 
+use uuid::Uuid;
+
 use crate::config::DatabaseUrl;
+use crate::entity::users;
 
 /// Connections kept open between reads; more are opened when more reads run at once, and
 /// closed after them. A read holds its connection for microseconds, so a few cover the runtime's
@@ -66,7 +72,7 @@ impl InlineReader {
 
     /// Runs `query` on an idle connection (opening one if none is idle) and keeps the connection
     /// for the next read.
-    pub fn read<T>(
+    fn read<T>(
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, InlineReadError> {
@@ -85,6 +91,20 @@ impl InlineReader {
             _ => InlineReadError::Failed(
                 anyhow::Error::new(err).context("inline read of the SQLite file failed"),
             ),
+        })
+    }
+
+    /// An account and whether it has a WeChat identity for `appid`, in one statement: the
+    /// read behind `GET /me`. `None` when no such account exists.
+    pub fn account_with_wechat_link(
+        &self,
+        user_id: Uuid,
+        appid: &str,
+    ) -> Result<Option<(users::Model, bool)>, InlineReadError> {
+        self.read(|conn| {
+            conn.prepare_cached(ACCOUNT_WITH_WECHAT_LINK)?
+                .query_row(rusqlite::params![user_id, appid], account_with_wechat_link)
+                .optional()
         })
     }
 
@@ -107,6 +127,38 @@ impl InlineReader {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     }
+}
+
+/// The statement of [`InlineReader::account_with_wechat_link`]. Each column is named, and
+/// [`account_with_wechat_link`] builds the whole `Model` from them, so a column added to the
+/// entity fails to compile there rather than going missing.
+const ACCOUNT_WITH_WECHAT_LINK: &str = "SELECT id, username, password_hash, nickname, \
+     avatar_url, role, created_at, updated_at, failed_logins, failed_window_start, locked_until, \
+     EXISTS (SELECT 1 FROM wechat_identities \
+             WHERE wechat_identities.user_id = users.id AND wechat_identities.appid = ?2) \
+     FROM users WHERE id = ?1";
+
+/// Decodes a row of [`ACCOUNT_WITH_WECHAT_LINK`] stored the way sqlx stores values in SQLite:
+/// UUIDs as 16-byte blobs, times as RFC 3339 text, the role as its string value.
+fn account_with_wechat_link(row: &rusqlite::Row<'_>) -> rusqlite::Result<(users::Model, bool)> {
+    let role: String = row.get(5)?;
+    let role = users::Role::try_from_value(&role).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(5, Type::Text, err.to_string().into())
+    })?;
+    let user = users::Model {
+        id: row.get(0)?,
+        username: row.get(1)?,
+        password_hash: row.get(2)?,
+        nickname: row.get(3)?,
+        avatar_url: row.get(4)?,
+        role,
+        created_at: row.get(6)?,
+        updated_at: row.get(7)?,
+        failed_logins: row.get(8)?,
+        failed_window_start: row.get(9)?,
+        locked_until: row.get(10)?,
+    };
+    Ok((user, row.get(11)?))
 }
 
 #[cfg(test)]

@@ -103,8 +103,9 @@ impl Accounts {
     async fn read_profile(&self, user_id: Uuid) -> Result<Profile, MeError> {
         if let Some(reader) = &self.inline_reads {
             let appid = self.wechat_appid.as_str();
-            match reader.read(|conn| read_profile_inline(conn, user_id, appid)) {
-                Ok(profile) => return profile.ok_or(MeError::AccountGone),
+            match reader.account_with_wechat_link(user_id, appid) {
+                Ok(Some((user, wechat_bound))) => return Ok(Profile { user, wechat_bound }),
+                Ok(None) => return Err(MeError::AccountGone),
                 Err(InlineReadError::Busy) => {}
                 Err(InlineReadError::Failed(err)) => return Err(MeError::Internal(err)),
             }
@@ -132,56 +133,6 @@ impl Accounts {
             wechat_bound: row.wechat_bound,
         })
     }
-}
-
-/// The statement of [`Accounts::read_profile`] for the inline reader. Each column is named, and
-/// [`read_profile_inline`] builds the whole `Model` from them, so a column added to the entity
-/// fails to compile here rather than going missing.
-const PROFILE_SQL: &str = "SELECT id, username, password_hash, nickname, avatar_url, role, \
-     created_at, updated_at, failed_logins, failed_window_start, locked_until, \
-     EXISTS (SELECT 1 FROM wechat_identities \
-             WHERE wechat_identities.user_id = users.id AND wechat_identities.appid = ?2) \
-     FROM users WHERE id = ?1";
-
-/// Reads a profile with values stored the way sqlx stores them in SQLite: UUIDs as 16-byte
-/// blobs, times as RFC 3339 text.
-fn read_profile_inline(
-    conn: &rusqlite::Connection,
-    user_id: Uuid,
-    appid: &str,
-) -> rusqlite::Result<Option<Profile>> {
-    use rusqlite::OptionalExtension;
-    use sea_orm::ActiveEnum;
-
-    let mut statement = conn.prepare_cached(PROFILE_SQL)?;
-    statement
-        .query_row(rusqlite::params![user_id, appid], |row| {
-            let role: String = row.get(5)?;
-            let role = user_table::Role::try_from_value(&role).map_err(|err| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    5,
-                    rusqlite::types::Type::Text,
-                    err.to_string().into(),
-                )
-            })?;
-            Ok(Profile {
-                user: user_table::Model {
-                    id: row.get(0)?,
-                    username: row.get(1)?,
-                    password_hash: row.get(2)?,
-                    nickname: row.get(3)?,
-                    avatar_url: row.get(4)?,
-                    role,
-                    created_at: row.get(6)?,
-                    updated_at: row.get(7)?,
-                    failed_logins: row.get(8)?,
-                    failed_window_start: row.get(9)?,
-                    locked_until: row.get(10)?,
-                },
-                wechat_bound: row.get(11)?,
-            })
-        })
-        .optional()
 }
 
 impl Accounts {
