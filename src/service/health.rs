@@ -8,7 +8,7 @@ use crate::db;
 use crate::mqtt::client::MqttClient;
 
 /// A check that takes longer than this counts as down: a probe must answer fast.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The state of each dependency.
 pub struct HealthReport {

@@ -28,7 +28,7 @@ use super::crypto::encrypt_user_info;
 /// nothing: the fake only runs where there are no real users.
 pub const FAKE_APP_SECRET: &str = "development-only-secret";
 
-/// Where the app nests [`routes`].
+/// Where the app serves the fake WeChat API (see `api::development`).
 pub const MOUNT_PATH: &str = "/dev/wechat";
 
 /// How long a minted code can be traded, as with WeChat.

@@ -8,7 +8,7 @@
 //!
 //! Telemetry, by far the busiest stream, does not take the detour through that client: the
 //! broker hands each telemetry message to the backend's intake in this process (see
-//! [`TelemetryInProcess`]) and acknowledges a QoS 1 publish only once the intake's bounded
+//! [`routing`]) and acknowledges a QoS 1 publish only once the intake's bounded
 //! queue has taken it. A database that falls behind therefore slows the devices down instead
 //! of filling the broker's queues until it drops what it already acknowledged.
 //!
@@ -16,9 +16,9 @@
 //! (per-session queues and windows) and [`routing`] (shared subscriptions and telemetry into
 //! this process); this file starts and stops the broker.
 
-mod access;
-mod limits;
-mod routing;
+pub mod access;
+pub mod limits;
+pub mod routing;
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroU32};
