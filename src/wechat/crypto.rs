@@ -329,18 +329,21 @@ mod tests {
         assert_ne!(first, second);
     }
 
+    /// Decrypts what was encrypted with the raw `key` for the app `wxapp`, as of now.
+    fn decrypt_for_wxapp_now(
+        key: &[u8; 16],
+        encrypted: &str,
+        iv: &str,
+    ) -> Result<serde_json::Value, DecryptError> {
+        decrypt_user_info(&BASE64_OUT.encode(key), encrypted, iv, "wxapp", Utc::now())
+    }
+
     #[test]
     fn data_without_a_watermark_is_undecryptable() {
         let key = [3u8; 16];
         let (encrypted, iv) = encrypt_user_info(&key, &json!({"nickName": "Ada"}));
         assert_eq!(
-            decrypt_user_info(
-                &BASE64_OUT.encode(key),
-                &encrypted,
-                &iv,
-                "wxapp",
-                Utc::now()
-            ),
+            decrypt_for_wxapp_now(&key, &encrypted, &iv),
             Err(DecryptError::Undecryptable)
         );
     }
@@ -350,13 +353,7 @@ mod tests {
         let key = [5u8; 16];
         let (encrypted, iv) = encrypt_bytes(&key, b"\xff\xfe not JSON");
         assert_eq!(
-            decrypt_user_info(
-                &BASE64_OUT.encode(key),
-                &encrypted,
-                &iv,
-                "wxapp",
-                Utc::now()
-            ),
+            decrypt_for_wxapp_now(&key, &encrypted, &iv),
             Err(DecryptError::Undecryptable)
         );
     }
