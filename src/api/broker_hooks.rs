@@ -134,9 +134,12 @@ struct AclRule {
 #[derive(Object, Debug, Clone)]
 struct AuthAnswer {
     result: Verdict,
-    /// Present when allowed: only the backend's own login is a superuser.
+    /// Present when allowed: only the backend's own login is a superuser. EMQX reads
+    /// `is_superuser`, rmqtt-auth-http `superuser`; each ignores the other's.
     #[oai(skip_serializing_if_is_none)]
     is_superuser: Option<bool>,
+    #[oai(skip_serializing_if_is_none)]
+    superuser: Option<bool>,
     /// For a device: exactly its own topics, then a rule that denies everything else.
     #[oai(skip_serializing_if_is_none)]
     acl: Option<Vec<AclRule>>,
@@ -230,11 +233,13 @@ impl BrokerHooksApi {
             LoginOutcome::Backend => AuthAnswer {
                 result: Verdict::Allow,
                 is_superuser: Some(true),
+                superuser: Some(true),
                 acl: None,
             },
             LoginOutcome::Device(device_id) => AuthAnswer {
                 result: Verdict::Allow,
                 is_superuser: Some(false),
+                superuser: Some(false),
                 acl: Some(device_rules(device_id)),
             },
             LoginOutcome::BadCredentials
@@ -287,6 +292,7 @@ fn deny() -> AuthAnswer {
     AuthAnswer {
         result: Verdict::Deny,
         is_superuser: None,
+        superuser: None,
         acl: None,
     }
 }

@@ -96,6 +96,7 @@ async fn a_device_is_allowed_with_exactly_its_own_topics_and_a_deny_all_rule() {
         json!({
             "result": "allow",
             "is_superuser": false,
+            "superuser": false,
             "acl": [
                 {"permission": "allow", "action": "publish", "topic": format!("devices/{id}/telemetry")},
                 {"permission": "allow", "action": "publish", "topic": format!("devices/{id}/status")},
@@ -149,7 +150,7 @@ async fn the_backends_own_login_is_a_superuser() {
     let app = hooks_app().await;
     assert_eq!(
         auth(&app, "iotbind-replica-1", BACKEND_USER, BACKEND_PASSWORD).await,
-        json!({ "result": "allow", "is_superuser": true })
+        json!({ "result": "allow", "is_superuser": true, "superuser": true })
     );
     assert_eq!(
         acl(&app, BACKEND_USER, "devices/+/commands", "publish").await["result"],
