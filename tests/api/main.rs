@@ -4,6 +4,7 @@
 // Test code fails by panicking; the workspace's ban on unwrap and expect is for the server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod asyncapi;
 mod auth;
 mod broker;
 mod broker_hooks;
