@@ -11,23 +11,13 @@ use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::json;
 
 use crate::Options;
-use crate::load::{Outcome, Stats, clients, closed_loop, expect_status, new_histogram};
+use crate::load::{Stats, clients, expect_status, measure, new_histogram};
 use crate::report::{Row, Side, Table, failures, ms, thousands};
 use crate::server::{self, ChildServer, InProcess};
 
 const HOOK_SECRET: &str = "the benchmark's broker hook secret, 32+ bytes";
 /// Devices whose logins the hook case checks, round robin; each reconnects in the storm.
 const HOOK_DEVICES: usize = 1_000;
-
-/// Runs `op` for the warm-up time, then for the measured time.
-async fn measure<F, Fut>(options: &Options, workers: usize, op: F) -> Stats
-where
-    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = Outcome> + Send + 'static,
-{
-    closed_loop(workers, options.warmup, op.clone()).await;
-    closed_loop(workers, options.duration, op).await
-}
 
 /// Case 7: `POST /api/v1/mqtt/auth` for known devices (EMQX's JSON body, right passwords) vs
 /// `GET /health/live`, same server and connections; then a reconnect storm: every device's

@@ -13,19 +13,9 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use crate::Options;
-use crate::load::{Outcome, Pool, Stats, clients, closed_loop, expect_status};
+use crate::load::{Outcome, Pool, Stats, clients, closed_loop, expect_status, measure};
 use crate::report::{Row, Side, Table, failures, ms};
 use crate::server::{self, InProcess};
-
-/// Runs `op` for the warm-up time, then for the measured time.
-async fn measure<F, Fut>(options: &Options, workers: usize, op: F) -> Stats
-where
-    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = Outcome> + Send + 'static,
-{
-    closed_loop(workers, options.warmup, op.clone()).await;
-    closed_loop(workers, options.duration, op).await
-}
 
 /// Case 1: `GET /api/v1/me` with a valid JWT vs `GET /health/live`, same server, same
 /// connections.

@@ -66,6 +66,16 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Runs `op` for the warm-up time, then for the measured time, and returns the measured run.
+pub async fn measure<F, Fut>(options: &crate::Options, workers: usize, op: F) -> Stats
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    closed_loop(workers, options.warmup, op.clone()).await;
+    closed_loop(workers, options.duration, op).await
+}
+
 /// Runs `op(worker)` in `workers` concurrent loops until `duration` has passed (operations
 /// under way then are finished and counted; the elapsed time includes them).
 pub async fn closed_loop<F, Fut>(workers: usize, duration: Duration, op: F) -> Stats

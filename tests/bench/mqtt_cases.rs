@@ -13,19 +13,9 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::Options;
-use crate::load::{Outcome, Stats, clients, closed_loop};
+use crate::load::{Outcome, Stats, clients, measure};
 use crate::report::{Row, Side, Table, failures, thousands};
 use crate::server::{self, BACKEND_USERNAME, InProcess};
-
-/// Warm-up, then the measured run.
-async fn measure<F, Fut>(options: &Options, workers: usize, op: F) -> Stats
-where
-    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = Outcome> + Send + 'static,
-{
-    closed_loop(workers, options.warmup, op.clone()).await;
-    closed_loop(workers, options.duration, op).await
-}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
