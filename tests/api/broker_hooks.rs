@@ -3,10 +3,10 @@
 //! `rmqtt-auth-http` plugin; and rotating a device's MQTT password.
 
 use iotbind::config::ConfigArgs;
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::metric;
+use crate::support::rotate_mqtt_password;
 use crate::support::try_connect_raw;
 use crate::support::{TestApp, assert_error, spawn_app, spawn_app_with};
 
@@ -284,15 +284,7 @@ async fn a_rotated_password_is_refused_at_once_and_the_new_one_accepted() {
         "allow"
     );
 
-    let response = app
-        .authed(
-            Method::POST,
-            &format!("/api/v1/admin/devices/{id}/mqtt-password"),
-            &admin,
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = rotate_mqtt_password(&app, &admin, id).await;
     assert_eq!(response.status(), 200);
     let rotated: Value = response.json().await.unwrap();
     assert_eq!(rotated["device_id"], id);
@@ -318,27 +310,8 @@ async fn a_rotated_password_is_refused_at_once_and_the_new_one_accepted() {
 
     // Only admins rotate, and only devices that exist.
     let user = app.user_token().await;
-    let response = app
-        .authed(
-            Method::POST,
-            &format!("/api/v1/admin/devices/{id}/mqtt-password"),
-            &user,
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = rotate_mqtt_password(&app, &user, id).await;
     assert_error(response, 403, "forbidden").await;
-    let response = app
-        .authed(
-            Method::POST,
-            &format!(
-                "/api/v1/admin/devices/{}/mqtt-password",
-                uuid::Uuid::new_v4()
-            ),
-            &admin,
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = rotate_mqtt_password(&app, &admin, &uuid::Uuid::new_v4().to_string()).await;
     assert_error(response, 404, "device_not_found").await;
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::support::claim;
 use crate::support::history;
 use crate::support::mosquitto::{DYNSEC_ADMIN, DYNSEC_ADMIN_PASSWORD, PrivateMosquitto};
+use crate::support::rotate_mqtt_password;
 use crate::support::send_command;
 use crate::support::{ProvisionedDevice, TestApp, assert_error, spawn_app_with};
 use crate::support::{TestDevice, eventually, topic, try_connect_raw};
@@ -150,15 +151,7 @@ async fn a_rotated_password_is_refused_by_the_broker_which_drops_the_session() {
     let device: ProvisionedDevice = serde_json::from_value(body["items"][0].clone()).unwrap();
     let connected = TestDevice::connect_to("127.0.0.1", mosquitto.port, &device).await;
 
-    let response = app
-        .authed(
-            Method::POST,
-            &format!("/api/v1/admin/devices/{}/mqtt-password", device.device_id),
-            &admin,
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = rotate_mqtt_password(&app, &admin, &device.device_id).await;
     assert_eq!(response.status(), 200);
     let rotated: Value = response.json().await.unwrap();
     let new_password = rotated["mqtt_password"].as_str().unwrap();

@@ -222,3 +222,19 @@ pub async fn round_trip(app: &TestApp, token: &str, device: &TestDevice) -> Valu
     assert_eq!(command["result"], json!({ "pong": true }));
     command
 }
+
+/// Asks for a new MQTT password for `device_id` with `token`: the rotation an admin makes.
+pub async fn rotate_mqtt_password(
+    app: &TestApp,
+    token: &str,
+    device_id: &str,
+) -> reqwest::Response {
+    app.authed(
+        Method::POST,
+        &format!("/api/v1/admin/devices/{device_id}/mqtt-password"),
+        token,
+    )
+    .send()
+    .await
+    .expect("request sent")
+}

@@ -292,34 +292,20 @@ impl TestApp {
 
     /// An account without WeChat, made as `iotbind user create` makes it.
     pub async fn create_user(&self, username: &str, password: &str) {
+        self.create_user_with_role(username, password, iotbind::entity::users::Role::User)
+            .await;
+    }
+
+    async fn create_user_with_role(
+        &self,
+        username: &str,
+        password: &str,
+        role: iotbind::entity::users::Role,
+    ) {
         use iotbind::service::users;
         let username = users::Username::parse(username).unwrap();
         let password = users::Password::parse(password.to_owned().into(), &username).unwrap();
         let password_hash = users::hash_password(self.state.logins.credentials.hasher(), password)
-            .await
-            .unwrap();
-        users::create_user(
-            &self.state.db,
-            users::NewUser {
-                username,
-                password_hash,
-                nickname: None,
-                role: iotbind::entity::users::Role::User,
-            },
-        )
-        .await
-        .unwrap();
-    }
-
-    /// An access token of a new user with the given role, made as `iotbind user create` makes
-    /// it and logged in with its password.
-    pub async fn token_for_new_user(&self, role: iotbind::entity::users::Role) -> String {
-        use iotbind::service::users;
-        let name = format!("u{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let password = "a long enough password";
-        let username = users::Username::parse(&name).unwrap();
-        let parsed = users::Password::parse(password.to_owned().into(), &username).unwrap();
-        let password_hash = users::hash_password(self.state.logins.credentials.hasher(), parsed)
             .await
             .unwrap();
         users::create_user(
@@ -333,6 +319,14 @@ impl TestApp {
         )
         .await
         .unwrap();
+    }
+
+    /// An access token of a new user with the given role, made as `iotbind user create` makes
+    /// it and logged in with its password.
+    pub async fn token_for_new_user(&self, role: iotbind::entity::users::Role) -> String {
+        let name = format!("u{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let password = "a long enough password";
+        self.create_user_with_role(&name, password, role).await;
         let response = self.login(&name, password).await;
         assert_eq!(response.status(), 200, "the new user logs in");
         let body: serde_json::Value = response.json().await.unwrap();
