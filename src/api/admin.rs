@@ -148,14 +148,15 @@ impl AdminApi {
         &self,
         auth: BearerAuth,
         state: Data<&AppState>,
-        device_id: Path<Uuid>,
+        device_id: Path<String>,
     ) -> Result<Json<RotatedPassword>, ApiFailure<RotateErrors>> {
         users::require_admin(&state.db, auth.0.sub).await?;
+        let device_id = super::devices::device_id(&device_id.0)?;
         let rotated = devices::rotate_mqtt_password(
             &state.db,
             state.dynsec.as_ref(),
             &state.broker_logins,
-            device_id.0,
+            device_id,
         )
         .await?;
         Ok(Json(RotatedPassword {

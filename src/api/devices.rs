@@ -368,7 +368,7 @@ error_docs!(CommandErrors {
 });
 
 /// A path id that is not a UUID names no device.
-fn device_id(raw: &str) -> Result<Uuid, DeviceError> {
+pub(super) fn device_id(raw: &str) -> Result<Uuid, DeviceError> {
     Uuid::parse_str(raw).map_err(|_| DeviceError::NotFound)
 }
 

@@ -134,8 +134,12 @@ pub fn app(state: AppState, password_attempts: Arc<attempts::PasswordAttempts>) 
     route
         .at("/favicon.ico", poem::get(no_favicon))
         .around(move |endpoint, request| async move {
-            // Without a hook secret the broker hooks do not exist, whatever a caller sends.
-            if !hooks_served && request.uri().path().starts_with(HOOKS_PREFIX) {
+            // Without a hook secret the broker hooks answer nothing but 404; a method they never
+            // take still gets the router's 405, as on every other path in the spec.
+            if !hooks_served
+                && request.method() == poem::http::Method::POST
+                && request.uri().path().starts_with(HOOKS_PREFIX)
+            {
                 return Err(poem::Error::from_status(poem::http::StatusCode::NOT_FOUND));
             }
             endpoint

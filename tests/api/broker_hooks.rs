@@ -269,6 +269,16 @@ async fn without_the_secret_a_caller_gets_401_and_without_a_configured_secret_th
     for path in ["/api/v1/mqtt/auth", "/api/v1/mqtt/acl"] {
         let response = emqx(&plain, path, SECRET, body.clone()).await;
         assert_error(response, 404, "not_found").await;
+        // The paths are in the spec all the same: a method they never take is 405.
+        let url = format!("{}{path}", plain.address);
+        let response = plain
+            .client
+            .request(reqwest::Method::TRACE, &url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["allow"], "POST");
+        assert_error(response, 405, "method_not_allowed").await;
     }
 }
 
@@ -313,5 +323,8 @@ async fn a_rotated_password_is_refused_at_once_and_the_new_one_accepted() {
     let response = rotate_mqtt_password(&app, &user, id).await;
     assert_error(response, 403, "forbidden").await;
     let response = rotate_mqtt_password(&app, &admin, &uuid::Uuid::new_v4().to_string()).await;
+    assert_error(response, 404, "device_not_found").await;
+    // A path id that is not a UUID names no device here either, as on every device path.
+    let response = rotate_mqtt_password(&app, &admin, "null,null").await;
     assert_error(response, 404, "device_not_found").await;
 }
