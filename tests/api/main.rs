@@ -25,6 +25,7 @@ mod password_guessing;
 mod proxies;
 mod races;
 mod replicas;
+mod rmqttd_cluster;
 mod sessions;
 mod slow_clients;
 mod support;

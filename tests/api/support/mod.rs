@@ -1,7 +1,8 @@
 //! What the integration tests share: a running server and its client ([`app`]), devices on
 //! real MQTT connections ([`device`]), the requests most tests make ([`api`]), the binary
-//! ([`cli`]), a private Mosquitto ([`mosquitto`]) and a breakable broker link
-//! ([`broker_proxy`]). Test files import from here, never from one another.
+//! ([`cli`]), a private Mosquitto ([`mosquitto`]), a two-node rmqttd cluster ([`rmqttd`])
+//! and a breakable broker link ([`broker_proxy`]). Test files import from here, never from
+//! one another.
 
 pub mod api;
 pub mod app;
@@ -9,6 +10,7 @@ pub mod broker_proxy;
 pub mod cli;
 pub mod device;
 pub mod mosquitto;
+pub mod rmqttd;
 
 pub use api::*;
 pub use app::*;
