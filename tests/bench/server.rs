@@ -381,12 +381,13 @@ pub fn release_binary(explicit: Option<PathBuf>) -> PathBuf {
 }
 
 impl ChildServer {
-    /// Starts `binary serve` with env configuration, port 0, a fresh database holding
-    /// `devices` (provisioned before the server starts), and waits for readiness.
+    /// Starts `binary serve` with env configuration (`env` on top), port 0, a fresh database
+    /// holding `devices` (provisioned before the server starts), and waits for readiness.
     pub async fn start(
         binary: &Path,
         database: &DatabaseChoice,
         devices: usize,
+        env: &[(&str, String)],
     ) -> (ChildServer, Vec<device_sim::DeviceCredentials>) {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let database_url = database.fresh_url(dir.path()).await;
@@ -401,7 +402,7 @@ impl ChildServer {
             db.close().await.ok();
             credentials
         };
-        let (child, base, mqtt_port) = Self::spawn(binary, &dir, &database_url, &[]).await;
+        let (child, base, mqtt_port) = Self::spawn(binary, &dir, &database_url, env).await;
         (
             ChildServer {
                 child,
