@@ -17,6 +17,7 @@ use crate::service::users;
 use crate::state::AppState;
 
 /// Operator actions.
+#[derive(Default)]
 pub struct AdminApi;
 
 /// How many devices to create.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::ApiTags;
 use super::attempts::PasswordAttempts;
 use super::client_address::ClientAddress;
-use super::error::{ApiFailure, DATABASE_UNAVAILABLE};
+use super::error::{ApiFailure, DATABASE_UNAVAILABLE, TOO_MANY_PASSWORD_ATTEMPTS};
 use super::models::{Authenticated, BindRequired, WechatLoginResult};
 use super::text::Text;
 use crate::error_docs;
@@ -20,6 +20,7 @@ use crate::service::{auth, tokens};
 use crate::state::AppState;
 
 /// Login, bind, register and the token lifecycle.
+#[derive(Default)]
 pub struct AuthApi;
 
 /// What `wx.login()` gave the mini program.
@@ -143,9 +144,7 @@ error_docs!(BindErrors {
     401: "`invalid_bind_ticket` (unknown, used, expired or worn out) or `invalid_credentials`",
     409: "`account_already_bound` or `wechat_already_bound`",
     413: "`payload_too_large`",
-    429: "`too_many_attempts`: the account is locked for this address after 5 wrong passwords \
-          from it (or for everyone after 50 from all addresses), or this address made more \
-          password attempts in a minute than the server allows (20 by default)",
+    429: TOO_MANY_PASSWORD_ATTEMPTS,
     503: DATABASE_UNAVAILABLE,
 });
 
@@ -164,9 +163,7 @@ error_docs!(LoginErrors {
     400: "`invalid_request`: malformed body",
     401: "`invalid_credentials`: unknown username or wrong password (the same answer)",
     413: "`payload_too_large`",
-    429: "`too_many_attempts`: the account is locked for this address after 5 wrong passwords \
-          from it (or for everyone after 50 from all addresses), or this address made more \
-          password attempts in a minute than the server allows (20 by default)",
+    429: TOO_MANY_PASSWORD_ATTEMPTS,
     503: DATABASE_UNAVAILABLE,
 });
 

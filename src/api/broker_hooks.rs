@@ -27,6 +27,7 @@ use crate::service::broker_logins::TopicAccess;
 use crate::state::AppState;
 
 /// The broker hooks.
+#[derive(Default)]
 pub struct BrokerHooksApi;
 
 /// The broker's own credential for calling the hooks: `Authorization: Bearer

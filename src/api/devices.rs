@@ -25,6 +25,7 @@ use crate::service::telemetry::{self, Cursor, HistoryQuery};
 use crate::state::AppState;
 
 /// The signed-in user's devices.
+#[derive(Default)]
 pub struct DevicesApi;
 
 /// A device as its owner sees it.

@@ -277,6 +277,12 @@ fn retry_after_header() -> MetaHeader {
 pub const DATABASE_UNAVAILABLE: &str =
     "`unavailable`: the database cannot be reached; try again after `Retry-After` seconds";
 
+/// The 429 of every operation that checks an account's password (login, bind, password
+/// change, unbind): the lockouts and the per-address allowance answer alike.
+pub const TOO_MANY_PASSWORD_ATTEMPTS: &str = "`too_many_attempts`: the account is locked for this \
+     address after 5 wrong passwords from it (or for everyone after 50 from all addresses), or \
+     this address made more password attempts in a minute than the server allows (20 by default)";
+
 /// Declares an [`ErrorDocs`] marker: `error_docs!(pub ReadyErrors { 503: "…" });`
 #[macro_export]
 macro_rules! error_docs {

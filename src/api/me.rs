@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::ApiTags;
 use super::attempts::PasswordAttempts;
 use super::client_address::ClientAddress;
-use super::error::{ApiFailure, DATABASE_UNAVAILABLE};
+use super::error::{ApiFailure, DATABASE_UNAVAILABLE, TOO_MANY_PASSWORD_ATTEMPTS};
 use super::models::User;
 use super::security::BearerAuth;
 use super::text::Text;
@@ -21,6 +21,7 @@ use crate::service::users::UserError;
 use crate::state::AppState;
 
 /// The signed-in user.
+#[derive(Default)]
 pub struct MeApi;
 
 /// Fields to change; a field left out stays as it is.
@@ -122,9 +123,7 @@ error_docs!(ChangePasswordErrors {
     401: "`invalid_token` or `invalid_credentials` (wrong current password)",
     413: "`payload_too_large`",
     422: "`weak_password`",
-    429: "`too_many_attempts`: the account is locked for this address after 5 wrong passwords \
-          from it (or for everyone after 50 from all addresses), or this address made more \
-          password attempts in a minute than the server allows (20 by default)",
+    429: TOO_MANY_PASSWORD_ATTEMPTS,
     503: DATABASE_UNAVAILABLE,
 });
 
@@ -133,9 +132,7 @@ error_docs!(UnbindErrors {
     401: "`invalid_token` or `invalid_credentials`",
     404: "`not_bound`: no WeChat identity is linked",
     413: "`payload_too_large`",
-    429: "`too_many_attempts`: the account is locked for this address after 5 wrong passwords \
-          from it (or for everyone after 50 from all addresses), or this address made more \
-          password attempts in a minute than the server allows (20 by default)",
+    429: TOO_MANY_PASSWORD_ATTEMPTS,
     503: DATABASE_UNAVAILABLE,
 });
 

@@ -55,17 +55,6 @@ type Apis = (
     broker_hooks::BrokerHooksApi,
 );
 
-fn production_apis() -> Apis {
-    (
-        auth::AuthApi,
-        me::MeApi,
-        devices::DevicesApi,
-        admin::AdminApi,
-        operations::OperationsApi,
-        broker_hooks::BrokerHooksApi,
-    )
-}
-
 fn with_info<T>(service: OpenApiService<T, ()>) -> OpenApiService<T, ()> {
     service.description(
         "Account binding for WeChat mini program users and command relay to their IoT devices. \
@@ -77,7 +66,7 @@ fn with_info<T>(service: OpenApiService<T, ()>) -> OpenApiService<T, ()> {
 /// `iotbind openapi`.
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
     with_info(OpenApiService::new(
-        production_apis(),
+        Apis::default(),
         "iotbind",
         env!("CARGO_PKG_VERSION"),
     ))
@@ -89,7 +78,7 @@ pub fn development_openapi_service(
     fake: development::DevelopmentApi,
 ) -> OpenApiService<(Apis, development::DevelopmentApi), ()> {
     with_info(OpenApiService::new(
-        (production_apis(), fake),
+        (Apis::default(), fake),
         "iotbind",
         env!("CARGO_PKG_VERSION"),
     ))

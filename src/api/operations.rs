@@ -11,6 +11,7 @@ use crate::service::health;
 use crate::state::AppState;
 
 /// Health and metrics.
+#[derive(Default)]
 pub struct OperationsApi;
 
 /// The process is up.
