@@ -8,8 +8,9 @@
 //! account's lock; and every attempt costs an argon2 hash. Refused attempts are answered 429
 //! `too_many_attempts` with `Retry-After`.
 //!
-//! Where it is taken: a handler passes [`PasswordAttempts::for_client`] into the service call
-//! as its [`AttemptSource`], and the service asks it right before the work the brake exists to
+//! Where it is taken: a handler takes [`ClientAttempts`] (the request's client's share) as an
+//! argument and passes it into the service call as its [`AttemptSource`], and the service asks
+//! it right before the work the brake exists to
 //! save (see `service::credentials`). Checking it up front in the handler would answer 429 to
 //! requests that the API orders ahead of credentials (an unknown bind ticket, a weak new
 //! password) and spend an attempt on requests that never hash.
@@ -21,9 +22,12 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use poem::error::GetDataError;
+use poem::{FromRequest, Request, RequestBody};
 
 use super::client_address::ClientAddress;
 use crate::net::client_key;
@@ -84,6 +88,20 @@ pub struct ClientAttempts<'a> {
     attempts: &'a PasswordAttempts,
     key: IpAddr,
     lockout_key: String,
+}
+
+/// A handler's argument: the attempts of the client the request envelope found, from the
+/// limiter the app shares.
+impl<'a> FromRequest<'a> for ClientAttempts<'a> {
+    async fn from_request(request: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
+        let attempts = request
+            .data::<Arc<PasswordAttempts>>()
+            .ok_or_else(|| GetDataError(std::any::type_name::<PasswordAttempts>()))?;
+        let client = request
+            .data::<ClientAddress>()
+            .ok_or_else(|| GetDataError(std::any::type_name::<ClientAddress>()))?;
+        Ok(attempts.for_client(client))
+    }
 }
 
 impl AttemptSource for ClientAttempts<'_> {

@@ -7,11 +7,8 @@ use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
 
-use std::sync::Arc;
-
 use super::ApiTags;
-use super::attempts::PasswordAttempts;
-use super::client_address::ClientAddress;
+use super::attempts::ClientAttempts;
 use super::error::{ApiFailure, DATABASE_UNAVAILABLE, TOO_MANY_PASSWORD_ATTEMPTS};
 use super::models::{Authenticated, BindRequired, WechatLoginResult};
 use super::text::Text;
@@ -250,8 +247,7 @@ impl AuthApi {
     async fn wechat_bind(
         &self,
         state: Data<&AppState>,
-        attempts: Data<&Arc<PasswordAttempts>>,
-        client: Data<&ClientAddress>,
+        attempts: ClientAttempts<'_>,
         body: Json<BindRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<BindErrors>> {
         let Json(body) = body;
@@ -263,7 +259,7 @@ impl AuthApi {
                     &body.bind_ticket,
                     &body.username,
                     SecretString::from(body.password),
-                    &attempts.for_client(&client),
+                    &attempts,
                 )
                 .await,
         )?;
@@ -281,8 +277,7 @@ impl AuthApi {
     async fn wechat_register(
         &self,
         state: Data<&AppState>,
-        attempts: Data<&Arc<PasswordAttempts>>,
-        client: Data<&ClientAddress>,
+        attempts: ClientAttempts<'_>,
         body: Json<RegisterRequest>,
     ) -> Result<Registered, ApiFailure<RegisterErrors>> {
         let Json(body) = body;
@@ -297,7 +292,7 @@ impl AuthApi {
                         password: SecretString::from(body.password),
                         nickname: body.nickname.map(Text::into_inner),
                     },
-                    &attempts.for_client(&client),
+                    &attempts,
                 )
                 .await,
         )?;
@@ -311,8 +306,7 @@ impl AuthApi {
     async fn login(
         &self,
         state: Data<&AppState>,
-        attempts: Data<&Arc<PasswordAttempts>>,
-        client: Data<&ClientAddress>,
+        attempts: ClientAttempts<'_>,
         body: Json<LoginRequest>,
     ) -> Result<Json<Authenticated>, ApiFailure<LoginErrors>> {
         let Json(body) = body;
@@ -320,11 +314,7 @@ impl AuthApi {
             "password",
             state
                 .logins
-                .password_login(
-                    &body.username,
-                    SecretString::from(body.password),
-                    &attempts.for_client(&client),
-                )
+                .password_login(&body.username, SecretString::from(body.password), &attempts)
                 .await,
         )?;
         Ok(Json(session.into()))

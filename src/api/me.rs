@@ -6,11 +6,8 @@ use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use secrecy::SecretString;
 
-use std::sync::Arc;
-
 use super::ApiTags;
-use super::attempts::PasswordAttempts;
-use super::client_address::ClientAddress;
+use super::attempts::ClientAttempts;
 use super::error::{ApiFailure, DATABASE_UNAVAILABLE, TOO_MANY_PASSWORD_ATTEMPTS};
 use super::models::User;
 use super::security::BearerAuth;
@@ -203,8 +200,7 @@ impl MeApi {
         &self,
         auth: BearerAuth,
         state: Data<&AppState>,
-        attempts: Data<&Arc<PasswordAttempts>>,
-        client: Data<&ClientAddress>,
+        attempts: ClientAttempts<'_>,
         body: Json<ChangePasswordRequest>,
     ) -> Result<Done, ApiFailure<ChangePasswordErrors>> {
         let Json(body) = body;
@@ -214,7 +210,7 @@ impl MeApi {
                 auth.0.sub,
                 SecretString::from(body.current_password),
                 SecretString::from(body.new_password),
-                &attempts.for_client(&client),
+                &attempts,
             )
             .await?;
         Ok(Done::NoContent)
@@ -232,18 +228,13 @@ impl MeApi {
         &self,
         auth: BearerAuth,
         state: Data<&AppState>,
-        attempts: Data<&Arc<PasswordAttempts>>,
-        client: Data<&ClientAddress>,
+        attempts: ClientAttempts<'_>,
         body: Json<UnbindRequest>,
     ) -> Result<Done, ApiFailure<UnbindErrors>> {
         let Json(body) = body;
         state
             .accounts
-            .unbind(
-                auth.0.sub,
-                SecretString::from(body.password),
-                &attempts.for_client(&client),
-            )
+            .unbind(auth.0.sub, SecretString::from(body.password), &attempts)
             .await?;
         Ok(Done::NoContent)
     }
