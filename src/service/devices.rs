@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::broker_logins::BrokerLogins;
 use super::clock::system_ms;
 use super::secrets::digest;
+use super::text::{DISPLAYED_NAME_PATTERN, TextRule};
 use crate::entity::{claim_failures, devices, telemetry};
 use crate::mqtt::dynsec::DynamicSecurity;
 
@@ -56,15 +57,40 @@ impl From<DbErr> for DeviceError {
     }
 }
 
-/// A device name: 1–64 characters, no control or invisible format characters, trimmed.
+/// [`DeviceName`]'s rule, as the spec states it.
+pub const DEVICE_NAME_RULE: TextRule = TextRule {
+    min_chars: 1,
+    max_chars: 64,
+    pattern: Some(DISPLAYED_NAME_PATTERN),
+    description: concat!(
+        "1–64 characters, stored without the white space around them. ",
+        crate::displayed_name_characters!()
+    ),
+};
+
+/// [`ModelName`]'s rule, as the spec states it.
+pub const MODEL_NAME_RULE: TextRule = TextRule {
+    min_chars: 1,
+    max_chars: 64,
+    pattern: Some("^[A-Za-z0-9_.-]*$"),
+    description: "1–64 of `A-Z a-z 0-9 _ . -`.",
+};
+
+/// A device name: 1–64 characters, not only white space, no control or invisible format
+/// characters; stored trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceName(String);
 
 impl DeviceName {
     pub fn parse(raw: &str) -> Result<DeviceName, DeviceError> {
         let trimmed = raw.trim();
-        if !(1..=64).contains(&trimmed.chars().count()) {
-            return Err(DeviceError::InvalidName("must be 1 to 64 characters long"));
+        let length = raw.chars().count();
+        if !(DEVICE_NAME_RULE.min_chars..=DEVICE_NAME_RULE.max_chars).contains(&length)
+            || trimmed.is_empty()
+        {
+            return Err(DeviceError::InvalidName(
+                "must be 1 to 64 characters long, not only spaces",
+            ));
         }
         if trimmed.chars().any(super::text::is_hidden_or_control) {
             return Err(DeviceError::InvalidName(
@@ -81,7 +107,7 @@ pub struct ModelName(String);
 
 impl ModelName {
     pub fn parse(raw: &str) -> Result<ModelName, DeviceError> {
-        let valid = (1..=64).contains(&raw.len())
+        let valid = (MODEL_NAME_RULE.min_chars..=MODEL_NAME_RULE.max_chars).contains(&raw.len())
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
@@ -508,5 +534,45 @@ mod tests {
         let label = random_label(1_000);
         assert!(label.bytes().all(|b| LABEL_ALPHABET.contains(&b)));
         assert!(!label.contains(['I', 'L', 'O', 'U']));
+    }
+
+    #[test]
+    fn the_name_rules_the_spec_states_agree_with_the_name_parsers_in_the_first_plane() {
+        use crate::service::text::rule_admits;
+        for sample in [
+            "Living room",
+            " Bedroom ",
+            "名",
+            "",
+            "  ",
+            &"n".repeat(64),
+            &"n".repeat(65),
+            &format!("{} ", "n".repeat(64)),
+            "a\u{0}b",
+            "a\nb",
+            "a\u{202E}b",
+            "a\u{00AD}b",
+        ] {
+            assert_eq!(
+                rule_admits(&DEVICE_NAME_RULE, sample),
+                DeviceName::parse(sample).is_ok(),
+                "{sample:?}"
+            );
+        }
+        for sample in [
+            "thermo-2",
+            "a.b_c",
+            "",
+            &"m".repeat(64),
+            &"m".repeat(65),
+            "thermo 2",
+            "thermé",
+        ] {
+            assert_eq!(
+                rule_admits(&MODEL_NAME_RULE, sample),
+                ModelName::parse(sample).is_ok(),
+                "{sample:?}"
+            );
+        }
     }
 }
