@@ -27,6 +27,7 @@ struct ProvisionRequest {
     /// 1–1000.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     count: u32,
+    #[oai(nullable)]
     model: Option<RuledText<ModelNameRule>>,
 }
 

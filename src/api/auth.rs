@@ -64,6 +64,7 @@ struct RegisterRequest {
     bind_ticket: RuledText<TicketRule>,
     username: RuledText<UsernameRule>,
     password: RuledText<PasswordRule>,
+    #[oai(nullable)]
     nickname: Option<RuledText<NicknameRule>>,
 }
 
@@ -125,7 +126,8 @@ enum LoggedOut {
 }
 
 error_docs!(WechatLoginErrors {
-    400: "`invalid_request` (malformed body) or `invalid_code` (WeChat does not know the code)",
+    400: "`invalid_request` (malformed body) or `invalid_code` (WeChat does not know the code, \
+          or it is not 1–256 characters)",
     403: "`wechat_denied`: WeChat flags this user as risky",
     409: "`code_used`: the code was used before and its answer is no longer remembered",
     413: "`payload_too_large`",

@@ -228,6 +228,7 @@ pub struct CommandList {
 struct ClaimRequest {
     serial: Text,
     claim_code: Text,
+    #[oai(nullable)]
     name: Option<RuledText<DeviceNameRule>>,
 }
 
@@ -262,12 +263,14 @@ impl Example for RenameRequest {
 struct CommandRequest {
     name: RuledText<CommandNameRule>,
     /// Passed to the device as is.
+    #[oai(nullable)]
     params: Option<BTreeMap<String, Value>>,
     /// How long the device has to answer (100–60000 ms, default 5000); the command expires
     /// after it.
-    #[oai(validator(minimum(value = "100"), maximum(value = "60000")))]
+    #[oai(nullable, validator(minimum(value = "100"), maximum(value = "60000")))]
     timeout_ms: Option<u32>,
     /// Wait for the final state (200) instead of answering at once (202).
+    #[oai(nullable)]
     wait: Option<bool>,
 }
 
@@ -338,7 +341,8 @@ error_docs!(RenameErrors {
 });
 
 error_docs!(TelemetryErrors {
-    400: "`invalid_request`: bad `from`, `to`, `limit` or `cursor`",
+    400: "`invalid_request`: `from` or `to` not an RFC 3339 time, `limit` out of 1–1000, or a \
+          `cursor` this server did not give out (a cursor is opaque: no schema tells one apart)",
     401: "`invalid_token`",
     404: "`device_not_found`",
     503: DATABASE_UNAVAILABLE,
@@ -497,7 +501,7 @@ impl DevicesApi {
         /// 1–1000, default 100.
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u32>>,
-        /// `next_cursor` of the previous page.
+        /// `next_cursor` of the previous page, as given; any other value is 400.
         cursor: Query<Option<String>>,
     ) -> Result<Json<TelemetryPage>, ApiFailure<TelemetryErrors>> {
         let id = self::device_id(&device_id)?;

@@ -17,8 +17,9 @@ use serde_json::Value;
 use crate::service::text::TextRule;
 use crate::service::{code_exchange, commands, devices, secrets, users};
 
-/// A JSON string, and only a JSON string.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A JSON string, and only a JSON string; from a form (read with serde), the field's text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Text(pub String);
 
 impl Text {
