@@ -15,7 +15,9 @@ use uuid::Uuid;
 use super::ApiTags;
 use super::error::{ApiError, ApiFailure, DATABASE_UNAVAILABLE};
 use super::security::BearerAuth;
-use super::text::{CommandNameRule, DeviceNameRule, RuledText, Text, TimeText};
+use super::text::{
+    ClaimCodeRule, CommandNameRule, DeviceNameRule, RuledText, SerialRule, TimeText,
+};
 use crate::error_docs;
 use crate::service::commands::{
     self, CommandName, CommandStage, CommandView, DEFAULT_TIMEOUT_MS, NewCommand,
@@ -226,8 +228,8 @@ pub struct CommandList {
 #[derive(Object)]
 #[oai(example)]
 struct ClaimRequest {
-    serial: Text,
-    claim_code: Text,
+    serial: RuledText<SerialRule>,
+    claim_code: RuledText<ClaimCodeRule>,
     #[oai(nullable)]
     name: Option<RuledText<DeviceNameRule>>,
 }
@@ -235,8 +237,8 @@ struct ClaimRequest {
 impl Example for ClaimRequest {
     fn example() -> Self {
         ClaimRequest {
-            serial: Text::from("SN7KQ2M9XH4PZT"),
-            claim_code: Text::from("4HX9K2M7QPZT3VNB8WRC"),
+            serial: RuledText::from("SN7KQ2M9XH4PZT"),
+            claim_code: RuledText::from("4HX9K2M7QPZT3VNB8WRC"),
             name: Some(RuledText::from("Living room")),
         }
     }

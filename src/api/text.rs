@@ -131,6 +131,10 @@ field_rules! {
     WechatCodeRule = code_exchange::WECHAT_CODE_RULE;
     /// A bind ticket.
     TicketRule = secrets::TOKEN_RULE;
+    /// A device's serial, from its label.
+    SerialRule = devices::SERIAL_RULE;
+    /// A device's claim code, from its label.
+    ClaimCodeRule = devices::CLAIM_CODE_RULE;
 }
 
 /// A JSON string whose schema states the rule `R` (lengths, pattern, and the rule in words as

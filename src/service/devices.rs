@@ -295,12 +295,54 @@ pub struct DeviceView {
     pub latest: Option<(i64, String)>,
 }
 
-/// A claim code as typed: case and the separators people add are forgiven.
-fn normalize_claim_code(code: &str) -> String {
-    code.chars()
+/// How many label characters follow `SN` in a serial.
+const SERIAL_LABEL_CHARS: usize = 12;
+/// How many label characters a claim code has.
+const CLAIM_CODE_CHARS: usize = 20;
+
+/// A serial as typed, as the spec states it: as printed, in any case. White space around it
+/// is forgiven too, which the pattern leaves out.
+pub const SERIAL_RULE: TextRule = TextRule {
+    min_chars: 2 + SERIAL_LABEL_CHARS,
+    max_chars: 2 + SERIAL_LABEL_CHARS,
+    pattern: Some("^[Ss][Nn][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]*$"),
+    description: "As printed on the label: `SN` and 12 of `0-9 A-Z` without I, L, O and U; \
+         any case.",
+};
+
+/// A claim code as typed, as the spec states it: as printed, in any case, with the spaces
+/// and dashes people put in (at most 64 characters in all).
+pub const CLAIM_CODE_RULE: TextRule = TextRule {
+    min_chars: CLAIM_CODE_CHARS,
+    max_chars: 64,
+    pattern: Some("^[ -]*(?:[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z][ -]*){20}$"),
+    description: "As printed on the label: 20 of `0-9 A-Z` without I, L, O and U; any case, \
+         with spaces or dashes anywhere.",
+};
+
+/// Whether every byte of `label` is of the label alphabet.
+fn is_label_text(label: &str) -> bool {
+    label.bytes().all(|b| LABEL_ALPHABET.contains(&b))
+}
+
+/// A serial as typed, upper-cased and trimmed; `None` when it cannot be on any label, so it
+/// is answered as a wrong serial without asking the database (which, in PostgreSQL's case,
+/// refuses a NUL in a query outright).
+fn label_serial(raw: &str) -> Option<String> {
+    let serial = raw.trim().to_ascii_uppercase();
+    let label = serial.strip_prefix("SN")?;
+    (label.len() == SERIAL_LABEL_CHARS && is_label_text(label)).then_some(serial)
+}
+
+/// A claim code as typed: case and the separators people add are forgiven; `None` when it
+/// cannot be on any label.
+fn normalize_claim_code(code: &str) -> Option<String> {
+    let normalized: String = code
+        .chars()
         .filter(|c| !matches!(c, '-' | ' '))
         .map(|c| c.to_ascii_uppercase())
-        .collect()
+        .collect();
+    (normalized.len() == CLAIM_CODE_CHARS && is_label_text(&normalized)).then_some(normalized)
 }
 
 /// Claims a device for `user_id` with the serial and claim code from its label.
@@ -340,20 +382,17 @@ pub async fn claim(
         });
     }
 
-    // A serial with a control character is on no label of ours, and PostgreSQL refuses a NUL
-    // in a query outright: such a serial is answered as a wrong one (and counted as a failed
-    // claim) without asking the database, instead of becoming a 500.
-    let serial = serial.trim().to_ascii_uppercase();
-    let device = if serial.chars().any(char::is_control) {
-        None
-    } else {
-        devices::Entity::find()
+    // A serial or code that is on no label is answered as a wrong one, and counted as a
+    // failed claim, without asking the database.
+    let device = match (label_serial(serial), normalize_claim_code(claim_code)) {
+        (Some(serial), Some(code)) => devices::Entity::find()
             .filter(devices::Column::Serial.eq(serial))
             .one(db)
             .await?
+            .filter(|device| device.claim_code_hash == digest(code)),
+        _ => None,
     };
-    let code_hash = digest(normalize_claim_code(claim_code));
-    let Some(device) = device.filter(|d| d.claim_code_hash == code_hash) else {
+    let Some(device) = device else {
         claim_failures::Entity::insert(claim_failures::ActiveModel {
             user_id: Set(user_id),
             failed_at: Set(now),
@@ -526,7 +565,49 @@ mod tests {
 
     #[test]
     fn claim_codes_forgive_case_and_separators() {
-        assert_eq!(normalize_claim_code("abcd-efgh ijkl"), "ABCDEFGHIJKL");
+        assert_eq!(
+            normalize_claim_code("abcd-efgh jkmn pqrs-tvwx").as_deref(),
+            Some("ABCDEFGHJKMNPQRSTVWX")
+        );
+    }
+
+    #[test]
+    fn the_label_rules_the_spec_states_agree_with_what_a_claim_takes() {
+        use crate::service::text::rule_admits;
+        for sample in [
+            "SN7KQ2M9XH4PZT",
+            "sn7kq2m9xh4pzt",
+            "SN7KQ2M9XH4PZ",
+            "SN7KQ2M9XH4PZTX",
+            "SN7KQ2M9XH4PZI",
+            "XX7KQ2M9XH4PZT",
+            "SN7KQ2M9XH4P\u{0}T",
+            "no-such-serial",
+        ] {
+            assert_eq!(
+                rule_admits(&SERIAL_RULE, sample),
+                label_serial(sample).is_some(),
+                "{sample:?}"
+            );
+        }
+        // White space around a serial is forgiven, though the pattern leaves it out.
+        assert!(label_serial(" SN7KQ2M9XH4PZT ").is_some());
+        for sample in [
+            "4HX9K2M7QPZT3VNB8WRC",
+            "4hx9-k2m7-qpzt-3vnb-8wrc",
+            "4HX9 K2M7 QPZT 3VNB 8WRC",
+            "4HX9K2M7QPZT3VNB8WR",
+            "4HX9K2M7QPZT3VNB8WRCC",
+            "4HX9K2M7QPZT3VNB8WRO",
+            "4HX9K2M7QPZT3VNB8WR\u{0}",
+            "not-the-code",
+        ] {
+            assert_eq!(
+                rule_admits(&CLAIM_CODE_RULE, sample),
+                normalize_claim_code(sample).is_some(),
+                "{sample:?}"
+            );
+        }
     }
 
     #[test]
