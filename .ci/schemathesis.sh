@@ -58,6 +58,11 @@ PY
 )
 BASE_URL="http://127.0.0.1:$HTTP_PORT"
 
+# The broker hooks are served, with a secret the hooks send as the bearer for their two
+# operations, so they are tested as a broker calls them.
+BROKER_HOOK_SECRET="st-hooks-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+export IOTBIND_BROKER_HOOK_SECRET="$BROKER_HOOK_SECRET"
+
 # Development mode: the fake WeChat API the hooks register through. Its operations are in the
 # served spec (tag Development) and get tested too, except `faults`, which would make the
 # hooks' own logins fail or stall for up to a minute.
@@ -100,6 +105,7 @@ IOTBIND_ST_BASE_URL="$BASE_URL" \
 IOTBIND_ST_MQTT_PORT="$MQTT_PORT" \
 IOTBIND_ST_ADMIN_USERNAME="$ADMIN_USERNAME" \
 IOTBIND_ST_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
+IOTBIND_ST_BROKER_HOOK_SECRET="$BROKER_HOOK_SECRET" \
 SCHEMATHESIS_HOOKS="$ROOT/.ci/schemathesis/hooks.py" \
     "$VENV/bin/schemathesis" --config-file "${ST_CONFIG:-$ROOT/.ci/schemathesis/schemathesis.toml}" \
     run "$BASE_URL/openapi.json" \

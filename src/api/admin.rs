@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::ApiTags;
 use super::error::{ApiFailure, DATABASE_UNAVAILABLE};
 use super::security::BearerAuth;
-use super::text::Text;
+use super::text::{ModelNameRule, RuledText};
 use crate::error_docs;
 use crate::service::devices::{self, ModelName};
 use crate::service::users;
@@ -27,15 +27,15 @@ struct ProvisionRequest {
     /// 1–1000.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     count: u32,
-    /// 1–64 of letters, digits, `_ . -`.
-    model: Option<Text>,
+    #[oai(nullable)]
+    model: Option<RuledText<ModelNameRule>>,
 }
 
 impl Example for ProvisionRequest {
     fn example() -> Self {
         ProvisionRequest {
             count: 1,
-            model: Some(Text::from("thermo-2")),
+            model: Some(RuledText::from("thermo-2")),
         }
     }
 }

@@ -11,7 +11,9 @@ use super::ApiTags;
 use super::attempts::ClientAttempts;
 use super::error::{ApiFailure, DATABASE_UNAVAILABLE, TOO_MANY_PASSWORD_ATTEMPTS};
 use super::models::{Authenticated, BindRequired, WechatLoginResult};
-use super::text::Text;
+use super::text::{
+    NicknameRule, PasswordRule, RuledText, Text, TicketRule, UsernameRule, WechatCodeRule,
+};
 use crate::error_docs;
 use crate::service::{auth, tokens};
 use crate::state::AppState;
@@ -24,15 +26,13 @@ pub struct AuthApi;
 #[derive(Object)]
 #[oai(example)]
 struct WechatLoginRequest {
-    /// The one-time code from `wx.login()`.
-    #[oai(validator(min_length = 1, max_length = 256))]
-    code: Text,
+    code: RuledText<WechatCodeRule>,
 }
 
 impl Example for WechatLoginRequest {
     fn example() -> Self {
         WechatLoginRequest {
-            code: Text::from("0a3Xb7ll2nQfLf4xJ3ml2bMUvQ4Xb7ll"),
+            code: RuledText::from("0a3Xb7ll2nQfLf4xJ3ml2bMUvQ4Xb7ll"),
         }
     }
 }
@@ -41,7 +41,7 @@ impl Example for WechatLoginRequest {
 #[derive(Object)]
 #[oai(example)]
 struct BindRequest {
-    bind_ticket: Text,
+    bind_ticket: RuledText<TicketRule>,
     username: Text,
     password: Text,
 }
@@ -49,33 +49,32 @@ struct BindRequest {
 impl Example for BindRequest {
     fn example() -> Self {
         BindRequest {
-            bind_ticket: Text(BindRequired::example().bind_ticket),
+            bind_ticket: RuledText::from(BindRequired::example().bind_ticket.as_str()),
             username: Text::from("alice"),
             password: Text::from("correct horse battery"),
         }
     }
 }
 
-/// The register page: create an account for the WeChat user.
+/// The register page: create an account for the WeChat user. Without a nickname, the
+/// nickname is the username.
 #[derive(Object)]
 #[oai(example)]
 struct RegisterRequest {
-    bind_ticket: Text,
-    /// 3–32 of `a-z 0-9 _ . -`, case-insensitive, stored lower-case.
-    username: Text,
-    /// 8–128 characters, not only digits, not the username.
-    password: Text,
-    /// 1–32 characters; the username when left out.
-    nickname: Option<Text>,
+    bind_ticket: RuledText<TicketRule>,
+    username: RuledText<UsernameRule>,
+    password: RuledText<PasswordRule>,
+    #[oai(nullable)]
+    nickname: Option<RuledText<NicknameRule>>,
 }
 
 impl Example for RegisterRequest {
     fn example() -> Self {
         RegisterRequest {
-            bind_ticket: Text(BindRequired::example().bind_ticket),
-            username: Text::from("alice"),
-            password: Text::from("correct horse battery"),
-            nickname: Some(Text::from("Alice")),
+            bind_ticket: RuledText::from(BindRequired::example().bind_ticket.as_str()),
+            username: RuledText::from("alice"),
+            password: RuledText::from("correct horse battery"),
+            nickname: Some(RuledText::from("Alice")),
         }
     }
 }
@@ -127,7 +126,8 @@ enum LoggedOut {
 }
 
 error_docs!(WechatLoginErrors {
-    400: "`invalid_request` (malformed body) or `invalid_code` (WeChat does not know the code)",
+    400: "`invalid_request` (malformed body) or `invalid_code` (WeChat does not know the code, \
+          or it is not 1–256 characters)",
     403: "`wechat_denied`: WeChat flags this user as risky",
     409: "`code_used`: the code was used before and its answer is no longer remembered",
     413: "`payload_too_large`",
@@ -290,7 +290,7 @@ impl AuthApi {
                     auth::Registration {
                         username: body.username.into_inner(),
                         password: SecretString::from(body.password),
-                        nickname: body.nickname.map(Text::into_inner),
+                        nickname: body.nickname.map(RuledText::into_inner),
                     },
                     &attempts,
                 )

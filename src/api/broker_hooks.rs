@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 use super::ApiTags;
 use super::error::ApiFailure;
+use super::text::Text;
 use crate::error_docs;
 use crate::mqtt::broker::LoginOutcome;
 use crate::mqtt::topics;
@@ -48,46 +49,56 @@ async fn verify_hook_secret(req: &Request, bearer: Bearer) -> Option<()> {
     .then_some(())
 }
 
-/// A client logging in, as the broker describes it.
+/// A client logging in, as the broker describes it; a field left out or null is a deny.
 #[derive(Object, Deserialize, Debug, Clone)]
 #[oai(example)]
 struct AuthRequest {
-    clientid: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
+    #[oai(nullable)]
+    clientid: Option<Text>,
+    #[oai(nullable)]
+    username: Option<Text>,
+    #[oai(nullable)]
+    password: Option<Text>,
 }
 
 impl Example for AuthRequest {
     fn example() -> Self {
         AuthRequest {
-            clientid: Some("0b6e7a52-3c1f-4d1e-9b7a-2f4a1c9d8e01".to_owned()),
-            username: Some("0b6e7a52-3c1f-4d1e-9b7a-2f4a1c9d8e01".to_owned()),
-            password: Some("the device's MQTT password".to_owned()),
+            clientid: Some(Text::from("0b6e7a52-3c1f-4d1e-9b7a-2f4a1c9d8e01")),
+            username: Some(Text::from("0b6e7a52-3c1f-4d1e-9b7a-2f4a1c9d8e01")),
+            password: Some(Text::from("the device's MQTT password")),
         }
     }
 }
 
-/// A logged-in client asking to publish or subscribe.
+/// A logged-in client asking to publish or subscribe; a field left out or null is a deny.
 #[derive(Object, Deserialize, Debug, Clone)]
 #[oai(example)]
 struct AclRequest {
-    clientid: Option<String>,
-    username: Option<String>,
+    #[oai(nullable)]
+    clientid: Option<Text>,
+    #[oai(nullable)]
+    username: Option<Text>,
     /// The topic to publish to, or the filter to subscribe to.
-    topic: Option<String>,
+    #[oai(nullable)]
+    topic: Option<Text>,
     /// EMQX: `publish` or `subscribe`.
-    action: Option<String>,
+    #[oai(nullable)]
+    action: Option<Text>,
     /// rmqtt: `2` (publish) or `1` (subscribe), as a number or a string.
+    #[oai(nullable)]
     access: Option<Value>,
 }
 
 impl Example for AclRequest {
     fn example() -> Self {
         AclRequest {
-            clientid: Some("0b6e7a52-3c1f-4d1e-9b7a-2f4a1c9d8e01".to_owned()),
-            username: Some("0b6e7a52-3c1f-4d1e-9b7a-2f4a1c9d8e01".to_owned()),
-            topic: Some("devices/0b6e7a52-3c1f-4d1e-9b7a-2f4a1c9d8e01/telemetry".to_owned()),
-            action: Some("publish".to_owned()),
+            clientid: Some(Text::from("0b6e7a52-3c1f-4d1e-9b7a-2f4a1c9d8e01")),
+            username: Some(Text::from("0b6e7a52-3c1f-4d1e-9b7a-2f4a1c9d8e01")),
+            topic: Some(Text::from(
+                "devices/0b6e7a52-3c1f-4d1e-9b7a-2f4a1c9d8e01/telemetry",
+            )),
+            action: Some(Text::from("publish")),
             access: None,
         }
     }
@@ -153,7 +164,8 @@ struct AclAnswer {
 }
 
 error_docs!(HookErrors {
-    400: "`invalid_request`: a body that is neither a JSON object nor a form",
+    400: "`invalid_request`: a body that is neither a JSON object nor a form, or a field \
+          other than `access` that is not a string",
     401: "`invalid_token`: the caller did not present the hook secret",
     404: "`not_found`: the hooks are not served (no `IOTBIND_BROKER_HOOK_SECRET`)",
     413: "`payload_too_large`",

@@ -6,6 +6,7 @@
 //! are read as leniently as before they were documented: any content type, and an empty body
 //! for `codes` (a new WeChat user).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,9 +21,12 @@ use poem_openapi::{
 use serde_json::Value;
 
 use super::error::{ApiError, ApiFailure, IntoApiError};
+use super::text::{FieldRule, RuledText, Text};
 use crate::error_docs;
+use crate::service::text::TextRule;
 use crate::wechat::fake::{
-    EncryptRequest, ExchangeQuery, Fake, FakeError, FaultRequest, MintRequest, answer_exchange,
+    EncryptRequest, ExchangeQuery, Fake, FakeError, FaultRequest, MintRequest, WECHAT_ID_RULE,
+    answer_exchange,
 };
 
 /// The development spec's own tag, apart from [`super::ApiTags`]: poem-openapi lists every
@@ -57,13 +61,14 @@ impl IntoApiError for FakeError {
 }
 
 /// A JSON body read the way the fake always read it: whatever the content type says, and
-/// an empty body as `null` (which `Option<T>` takes as "no body"). Documented as
-/// `application/json` with `T`'s schema, required unless `T` is an `Option`.
+/// an empty body as no body (which `Option<T>` takes). Documented as `application/json` with
+/// `T`'s schema, required unless `T` is an `Option`, and parsed by that schema's rules, so
+/// what the spec refuses the fake refuses: a JSON `null` too, which is no object.
 pub struct LenientJson<T>(pub T);
 
 impl<'a, T> ApiExtractor<'a> for LenientJson<T>
 where
-    T: Type + ParseFromJSON + serde::de::DeserializeOwned,
+    T: Type + ParseFromJSON,
 {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
 
@@ -91,15 +96,22 @@ where
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
         let bytes = <Vec<u8> as poem::FromRequest>::from_request(request, body).await?;
-        let parsed = if bytes.iter().all(u8::is_ascii_whitespace) {
-            serde_json::from_value(Value::Null)
+        let value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Ok(Value::Null)
         } else {
-            serde_json::from_slice(&bytes)
+            match serde_json::from_slice(&bytes) {
+                Ok(Value::Null) => Err("a body of `null`; send no body instead".to_owned()),
+                parsed => parsed.map_err(|err| err.to_string()),
+            }
         };
-        parsed.map(LenientJson).map_err(|err| {
-            let error = FakeError::invalid_request(format!("the body is not valid here: {err}"));
-            poem::Error::from(error.into_api_error())
-        })
+        value
+            .and_then(|value| T::parse_from_json(Some(value)).map_err(|err| err.into_message()))
+            .map(LenientJson)
+            .map_err(|err| {
+                let error =
+                    FakeError::invalid_request(format!("the body is not valid here: {err}"));
+                poem::Error::from(error.into_api_error())
+            })
     }
 }
 
@@ -151,21 +163,29 @@ impl From<Value> for DevWechatSession {
     }
 }
 
-/// Whose `wx.login()` to play.
-#[derive(Object, serde::Deserialize)]
+/// An openid or unionid the caller chooses.
+pub struct WechatIdRule;
+
+impl FieldRule for WechatIdRule {
+    const RULE: TextRule = WECHAT_ID_RULE;
+}
+
+/// Whose `wx.login()` to play: the WeChat user (`openid`; a new random one when left out, and
+/// the same one again logs the same user in again) and their `unionid` (once given, it stays
+/// with the openid).
+#[derive(Object)]
 #[oai(example)]
 struct DevWechatCodeRequest {
-    /// The WeChat user; a new random one when left out. Use the same openid again to log the
-    /// same WeChat user in again.
-    openid: Option<String>,
-    /// The user's unionid; once given, it stays with the openid.
-    unionid: Option<String>,
+    #[oai(nullable)]
+    openid: Option<RuledText<WechatIdRule>>,
+    #[oai(nullable)]
+    unionid: Option<RuledText<WechatIdRule>>,
 }
 
 impl Example for DevWechatCodeRequest {
     fn example() -> Self {
         DevWechatCodeRequest {
-            openid: Some("o-swagger-explorer".to_owned()),
+            openid: Some(RuledText::from("o-swagger-explorer")),
             unionid: None,
         }
     }
@@ -191,21 +211,27 @@ impl Example for DevWechatCode {
 }
 
 /// User info to seal as WeChat would.
-#[derive(Object, serde::Deserialize)]
+#[derive(Object)]
 #[oai(example)]
 struct DevWechatEncryptRequest {
     /// A WeChat user that has had a code minted.
-    openid: String,
+    openid: Text,
     /// The user info, e.g. `{"nickName": "Ada", "avatarUrl": "https://…"}`; a watermark
     /// with our appid and the current time is added.
-    data: Value,
+    data: BTreeMap<String, Value>,
 }
 
 impl Example for DevWechatEncryptRequest {
     fn example() -> Self {
         DevWechatEncryptRequest {
-            openid: "o-swagger-explorer".to_owned(),
-            data: serde_json::json!({"nickName": "Ada", "avatarUrl": "https://example.com/a.png"}),
+            openid: Text::from("o-swagger-explorer"),
+            data: BTreeMap::from([
+                ("nickName".to_owned(), Value::from("Ada")),
+                (
+                    "avatarUrl".to_owned(),
+                    Value::from("https://example.com/a.png"),
+                ),
+            ]),
         }
     }
 }
@@ -220,12 +246,14 @@ struct DevWechatEncrypted {
 }
 
 /// What the next `count` exchanges do.
-#[derive(Object, serde::Deserialize)]
+#[derive(Object)]
 #[oai(example)]
 struct DevWechatFaultRequest {
     /// The errcode to answer instead of exchanging the code (the code stays unused).
+    #[oai(nullable)]
     errcode: Option<i64>,
     /// Wait this long (at most 60000 ms) before answering.
+    #[oai(nullable)]
     delay_ms: Option<u64>,
     /// How many exchanges; 0 clears a pending fault.
     count: u32,
@@ -304,8 +332,8 @@ impl DevelopmentApi {
         let request = body
             .0
             .map_or_else(MintRequest::default, |body| MintRequest {
-                openid: body.openid,
-                unionid: body.unionid,
+                openid: body.openid.map(RuledText::into_inner),
+                unionid: body.unionid.map(RuledText::into_inner),
             });
         let (code, openid) = self.fake.mint(request, Instant::now())?;
         Ok(Json(DevWechatCode { code, openid }))
@@ -326,8 +354,8 @@ impl DevelopmentApi {
     ) -> Result<Json<DevWechatEncrypted>, ApiFailure<DevEncryptErrors>> {
         let LenientJson(body) = body;
         let (encrypted_data, iv) = self.fake.encrypt(EncryptRequest {
-            openid: body.openid,
-            data: body.data,
+            openid: body.openid.into_inner(),
+            data: Value::Object(body.data.into_iter().collect()),
         })?;
         Ok(Json(DevWechatEncrypted { encrypted_data, iv }))
     }

@@ -15,7 +15,9 @@ use uuid::Uuid;
 use super::ApiTags;
 use super::error::{ApiError, ApiFailure, DATABASE_UNAVAILABLE};
 use super::security::BearerAuth;
-use super::text::Text;
+use super::text::{
+    ClaimCodeRule, CommandNameRule, DeviceNameRule, RuledText, SerialRule, TimeText,
+};
 use crate::error_docs;
 use crate::service::commands::{
     self, CommandName, CommandStage, CommandView, DEFAULT_TIMEOUT_MS, NewCommand,
@@ -221,22 +223,23 @@ pub struct CommandList {
     pub items: Vec<Command>,
 }
 
-/// What is printed on the device's label.
+/// What is printed on the device's label, and a name for the device (the serial when left
+/// out).
 #[derive(Object)]
 #[oai(example)]
 struct ClaimRequest {
-    serial: Text,
-    claim_code: Text,
-    /// 1–64 characters; the serial when left out.
-    name: Option<Text>,
+    serial: RuledText<SerialRule>,
+    claim_code: RuledText<ClaimCodeRule>,
+    #[oai(nullable)]
+    name: Option<RuledText<DeviceNameRule>>,
 }
 
 impl Example for ClaimRequest {
     fn example() -> Self {
         ClaimRequest {
-            serial: Text::from("SN7KQ2M9XH4PZT"),
-            claim_code: Text::from("4HX9K2M7QPZT3VNB8WRC"),
-            name: Some(Text::from("Living room")),
+            serial: RuledText::from("SN7KQ2M9XH4PZT"),
+            claim_code: RuledText::from("4HX9K2M7QPZT3VNB8WRC"),
+            name: Some(RuledText::from("Living room")),
         }
     }
 }
@@ -245,14 +248,13 @@ impl Example for ClaimRequest {
 #[derive(Object)]
 #[oai(example)]
 struct RenameRequest {
-    /// 1–64 characters.
-    name: Text,
+    name: RuledText<DeviceNameRule>,
 }
 
 impl Example for RenameRequest {
     fn example() -> Self {
         RenameRequest {
-            name: Text::from("Bedroom"),
+            name: RuledText::from("Bedroom"),
         }
     }
 }
@@ -261,22 +263,23 @@ impl Example for RenameRequest {
 #[derive(Object)]
 #[oai(example)]
 struct CommandRequest {
-    /// 1–64 of letters, digits, `_ . : -`, e.g. `set_relay`.
-    name: Text,
+    name: RuledText<CommandNameRule>,
     /// Passed to the device as is.
+    #[oai(nullable)]
     params: Option<BTreeMap<String, Value>>,
     /// How long the device has to answer (100–60000 ms, default 5000); the command expires
     /// after it.
-    #[oai(validator(minimum(value = "100"), maximum(value = "60000")))]
+    #[oai(nullable, validator(minimum(value = "100"), maximum(value = "60000")))]
     timeout_ms: Option<u32>,
     /// Wait for the final state (200) instead of answering at once (202).
+    #[oai(nullable)]
     wait: Option<bool>,
 }
 
 impl Example for CommandRequest {
     fn example() -> Self {
         CommandRequest {
-            name: Text::from("set_relay"),
+            name: RuledText::from("set_relay"),
             params: Some(BTreeMap::from([("on".to_owned(), Value::from(true))])),
             timeout_ms: Some(5000),
             wait: Some(true),
@@ -340,7 +343,8 @@ error_docs!(RenameErrors {
 });
 
 error_docs!(TelemetryErrors {
-    400: "`invalid_request`: bad `from`, `to`, `limit` or `cursor`",
+    400: "`invalid_request`: `from` or `to` not an RFC 3339 time, `limit` out of 1–1000, or a \
+          `cursor` this server did not give out (a cursor is opaque: no schema tells one apart)",
     401: "`invalid_token`",
     404: "`device_not_found`",
     503: DATABASE_UNAVAILABLE,
@@ -373,8 +377,8 @@ pub(super) fn device_id(raw: &str) -> Result<Uuid, DeviceError> {
     Uuid::parse_str(raw).map_err(|_| DeviceError::NotFound)
 }
 
-fn time_param(name: &str, raw: Option<String>) -> Result<Option<i64>, ApiError> {
-    raw.map(|raw| {
+fn time_param(name: &str, raw: Option<TimeText>) -> Result<Option<i64>, ApiError> {
+    raw.map(|TimeText(raw)| {
         DateTime::parse_from_rfc3339(&raw)
             .map(|t| t.timestamp_millis())
             .map_err(|_| ApiError::invalid_request(format!("`{name}` must be an RFC 3339 time")))
@@ -493,13 +497,13 @@ impl DevicesApi {
         state: Data<&AppState>,
         device_id: Path<String>,
         /// RFC 3339, inclusive.
-        from: Query<Option<String>>,
+        from: Query<Option<TimeText>>,
         /// RFC 3339, exclusive.
-        to: Query<Option<String>>,
+        to: Query<Option<TimeText>>,
         /// 1–1000, default 100.
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u32>>,
-        /// `next_cursor` of the previous page.
+        /// `next_cursor` of the previous page, as given; any other value is 400.
         cursor: Query<Option<String>>,
     ) -> Result<Json<TelemetryPage>, ApiFailure<TelemetryErrors>> {
         let id = self::device_id(&device_id)?;

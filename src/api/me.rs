@@ -11,7 +11,7 @@ use super::attempts::ClientAttempts;
 use super::error::{ApiFailure, DATABASE_UNAVAILABLE, TOO_MANY_PASSWORD_ATTEMPTS};
 use super::models::User;
 use super::security::BearerAuth;
-use super::text::Text;
+use super::text::{NicknameRule, PasswordRule, RuledText, Text};
 use crate::error_docs;
 use crate::service::me::ProfileChange;
 use crate::service::users::UserError;
@@ -25,8 +25,7 @@ pub struct MeApi;
 #[derive(Object)]
 #[oai(example)]
 struct UpdateMeRequest {
-    /// 1–32 characters.
-    nickname: MaybeUndefined<Text>,
+    nickname: MaybeUndefined<RuledText<NicknameRule>>,
     /// An https:// URL of at most 512 characters, or null to clear it.
     #[oai(nullable)]
     avatar_url: MaybeUndefined<Text>,
@@ -35,7 +34,7 @@ struct UpdateMeRequest {
 impl Example for UpdateMeRequest {
     fn example() -> Self {
         UpdateMeRequest {
-            nickname: MaybeUndefined::Value(Text::from("Alice")),
+            nickname: MaybeUndefined::Value(RuledText::from("Alice")),
             avatar_url: MaybeUndefined::Value(Text::from("https://thirdwx.qlogo.cn/mmopen/a/132")),
         }
     }
@@ -46,15 +45,14 @@ impl Example for UpdateMeRequest {
 #[oai(example)]
 struct ChangePasswordRequest {
     current_password: Text,
-    /// 8–128 characters, not only digits, not the username.
-    new_password: Text,
+    new_password: RuledText<PasswordRule>,
 }
 
 impl Example for ChangePasswordRequest {
     fn example() -> Self {
         ChangePasswordRequest {
             current_password: Text::from("correct horse battery"),
-            new_password: Text::from("a new long passphrase"),
+            new_password: RuledText::from("a new long passphrase"),
         }
     }
 }

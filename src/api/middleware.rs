@@ -165,19 +165,28 @@ fn operation_table() -> &'static [(Vec<String>, Vec<String>)] {
     })
 }
 
-/// The methods the spec's operations accept on `path`.
+/// The methods the spec's operations accept on `path`: those of the template the router picks
+/// for it. Like the router, a literal segment wins over a parameter, segment by segment from
+/// the left, so `/api/v1/devices/claim` is the claim operation's path and not a device's.
 fn allowed_methods(path: &str) -> Vec<String> {
     let segments: Vec<&str> = path.split('/').collect();
-    let mut allowed: Vec<String> = Vec::new();
-    for (template, methods) in operation_table() {
-        let matches = template.len() == segments.len()
-            && template.iter().zip(&segments).all(|(expected, actual)| {
-                (expected.starts_with('{') && !actual.is_empty()) || expected == actual
-            });
-        if matches {
-            allowed.extend(methods.iter().cloned());
-        }
-    }
+    let routed = operation_table()
+        .iter()
+        .filter(|(template, _)| {
+            template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(expected, actual)| {
+                    (expected.starts_with('{') && !actual.is_empty()) || expected == actual
+                })
+        })
+        .max_by_key(|(template, _)| {
+            template
+                .iter()
+                .map(|segment| !segment.starts_with('{'))
+                .collect::<Vec<bool>>()
+        });
+    let mut allowed = routed
+        .map(|(_, methods)| methods.clone())
+        .unwrap_or_default();
     allowed.sort();
     allowed.dedup();
     allowed

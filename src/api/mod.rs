@@ -153,3 +153,25 @@ fn no_favicon() -> poem::Response {
         .header(poem::http::header::CACHE_CONTROL, "public, max-age=86400")
         .finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use crate::service::{commands, devices};
+
+    fn schema_property(spec: &Value, schema: &str, property: &str) -> Value {
+        spec["components"]["schemas"][schema]["properties"][property].clone()
+    }
+
+    #[test]
+    fn the_ranges_the_spec_declares_are_the_services() {
+        let spec: Value = serde_json::from_str(&super::openapi_json()).unwrap();
+        let count = schema_property(&spec, "ProvisionRequest", "count");
+        assert_eq!(count["minimum"], 1.0);
+        assert_eq!(count["maximum"], f64::from(devices::MAX_PROVISION_COUNT));
+        let timeout = schema_property(&spec, "CommandRequest", "timeout_ms");
+        assert_eq!(timeout["minimum"], f64::from(commands::MIN_TIMEOUT_MS));
+        assert_eq!(timeout["maximum"], f64::from(commands::MAX_TIMEOUT_MS));
+    }
+}

@@ -11,7 +11,17 @@ use std::time::Duration;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
+use super::text::TextRule;
 use crate::wechat::client::{WechatClient, WechatError, WechatSession};
+
+/// What a `wx.login()` code may be: WeChat's are 32 characters; anything outside these bounds
+/// is not one, and is refused as WeChat would refuse it, without asking.
+pub const WECHAT_CODE_RULE: TextRule = TextRule {
+    min_chars: 1,
+    max_chars: 256,
+    pattern: None,
+    description: "The one-time code from `wx.login()`: 1–256 characters.",
+};
 
 /// How long a code's answer is remembered.
 pub const REMEMBER_FOR: Duration = Duration::from_secs(60);
@@ -46,6 +56,10 @@ impl CodeExchange {
     /// Requests that join a call in flight share its outcome, failure included; a failure is
     /// not kept, so the next request for the code asks WeChat again.
     pub async fn exchange(&self, code: &str) -> Result<WechatSession, WechatError> {
+        let length = code.chars().count();
+        if !(WECHAT_CODE_RULE.min_chars..=WECHAT_CODE_RULE.max_chars).contains(&length) {
+            return Err(WechatError::InvalidCode);
+        }
         let key: [u8; 32] = Sha256::digest(code.as_bytes()).into();
         self.answers
             .try_get_with(key, self.client.code_to_session(code))

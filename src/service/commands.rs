@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::clock::system_ms;
 use super::devices::{self, DeviceError};
+use super::text::TextRule;
 use crate::entity::commands::{self, CommandStatus};
 use crate::mqtt::client::MqttClient;
 use crate::mqtt::payload::{CommandMessage, CommandResult, ResultStatus};
@@ -49,13 +50,22 @@ impl From<DbErr> for CommandError {
     }
 }
 
+/// [`CommandName`]'s rule, as the spec states it.
+pub const COMMAND_NAME_RULE: TextRule = TextRule {
+    min_chars: 1,
+    max_chars: 64,
+    pattern: Some("^[A-Za-z0-9_.:-]*$"),
+    description: "1–64 of `A-Z a-z 0-9 _ . : -`, e.g. `set_relay`.",
+};
+
 /// A command name: 1–64 of letters, digits and `_ . : -`, like `set_relay`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandName(String);
 
 impl CommandName {
     pub fn parse(raw: &str) -> Result<CommandName, CommandError> {
-        let valid = (1..=64).contains(&raw.len())
+        let valid = (COMMAND_NAME_RULE.min_chars..=COMMAND_NAME_RULE.max_chars)
+            .contains(&raw.len())
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
@@ -424,5 +434,26 @@ mod tests {
         assert!(CommandName::parse("").is_err());
         assert!(CommandName::parse("has space").is_err());
         assert!(CommandName::parse(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn the_command_name_rule_the_spec_states_agrees_with_the_command_name_parser() {
+        for sample in [
+            "set_relay",
+            "ota:begin",
+            "a.b-c",
+            "",
+            &"c".repeat(64),
+            &"c".repeat(65),
+            "set relay",
+            "sét",
+            "a\u{0}",
+        ] {
+            assert_eq!(
+                crate::service::text::rule_admits(&COMMAND_NAME_RULE, sample),
+                CommandName::parse(sample).is_ok(),
+                "{sample:?}"
+            );
+        }
     }
 }

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::broker_logins::BrokerLogins;
 use super::clock::system_ms;
 use super::secrets::digest;
+use super::text::{DISPLAYED_NAME_PATTERN, TextRule};
 use crate::entity::{claim_failures, devices, telemetry};
 use crate::mqtt::dynsec::DynamicSecurity;
 
@@ -56,15 +57,40 @@ impl From<DbErr> for DeviceError {
     }
 }
 
-/// A device name: 1–64 characters, no control or invisible format characters, trimmed.
+/// [`DeviceName`]'s rule, as the spec states it.
+pub const DEVICE_NAME_RULE: TextRule = TextRule {
+    min_chars: 1,
+    max_chars: 64,
+    pattern: Some(DISPLAYED_NAME_PATTERN),
+    description: concat!(
+        "1–64 characters, stored without the white space around them. ",
+        crate::displayed_name_characters!()
+    ),
+};
+
+/// [`ModelName`]'s rule, as the spec states it.
+pub const MODEL_NAME_RULE: TextRule = TextRule {
+    min_chars: 1,
+    max_chars: 64,
+    pattern: Some("^[A-Za-z0-9_.-]*$"),
+    description: "1–64 of `A-Z a-z 0-9 _ . -`.",
+};
+
+/// A device name: 1–64 characters, not only white space, no control or invisible format
+/// characters; stored trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceName(String);
 
 impl DeviceName {
     pub fn parse(raw: &str) -> Result<DeviceName, DeviceError> {
         let trimmed = raw.trim();
-        if !(1..=64).contains(&trimmed.chars().count()) {
-            return Err(DeviceError::InvalidName("must be 1 to 64 characters long"));
+        let length = raw.chars().count();
+        if !(DEVICE_NAME_RULE.min_chars..=DEVICE_NAME_RULE.max_chars).contains(&length)
+            || trimmed.is_empty()
+        {
+            return Err(DeviceError::InvalidName(
+                "must be 1 to 64 characters long, not only spaces",
+            ));
         }
         if trimmed.chars().any(super::text::is_hidden_or_control) {
             return Err(DeviceError::InvalidName(
@@ -81,7 +107,7 @@ pub struct ModelName(String);
 
 impl ModelName {
     pub fn parse(raw: &str) -> Result<ModelName, DeviceError> {
-        let valid = (1..=64).contains(&raw.len())
+        let valid = (MODEL_NAME_RULE.min_chars..=MODEL_NAME_RULE.max_chars).contains(&raw.len())
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
@@ -269,12 +295,54 @@ pub struct DeviceView {
     pub latest: Option<(i64, String)>,
 }
 
-/// A claim code as typed: case and the separators people add are forgiven.
-fn normalize_claim_code(code: &str) -> String {
-    code.chars()
+/// How many label characters follow `SN` in a serial.
+const SERIAL_LABEL_CHARS: usize = 12;
+/// How many label characters a claim code has.
+const CLAIM_CODE_CHARS: usize = 20;
+
+/// A serial as typed, as the spec states it: as printed, in any case. White space around it
+/// is forgiven too, which the pattern leaves out.
+pub const SERIAL_RULE: TextRule = TextRule {
+    min_chars: 2 + SERIAL_LABEL_CHARS,
+    max_chars: 2 + SERIAL_LABEL_CHARS,
+    pattern: Some("^[Ss][Nn][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]*$"),
+    description: "As printed on the label: `SN` and 12 of `0-9 A-Z` without I, L, O and U; \
+         any case.",
+};
+
+/// A claim code as typed, as the spec states it: as printed, in any case, with the spaces
+/// and dashes people put in (at most 64 characters in all).
+pub const CLAIM_CODE_RULE: TextRule = TextRule {
+    min_chars: CLAIM_CODE_CHARS,
+    max_chars: 64,
+    pattern: Some("^[ -]*(?:[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z][ -]*){20}$"),
+    description: "As printed on the label: 20 of `0-9 A-Z` without I, L, O and U; any case, \
+         with spaces or dashes anywhere.",
+};
+
+/// Whether every byte of `label` is of the label alphabet.
+fn is_label_text(label: &str) -> bool {
+    label.bytes().all(|b| LABEL_ALPHABET.contains(&b))
+}
+
+/// A serial as typed, upper-cased and trimmed; `None` when it cannot be on any label, so it
+/// is answered as a wrong serial without asking the database (which, in PostgreSQL's case,
+/// refuses a NUL in a query outright).
+fn label_serial(raw: &str) -> Option<String> {
+    let serial = raw.trim().to_ascii_uppercase();
+    let label = serial.strip_prefix("SN")?;
+    (label.len() == SERIAL_LABEL_CHARS && is_label_text(label)).then_some(serial)
+}
+
+/// A claim code as typed: case and the separators people add are forgiven; `None` when it
+/// cannot be on any label.
+fn normalize_claim_code(code: &str) -> Option<String> {
+    let normalized: String = code
+        .chars()
         .filter(|c| !matches!(c, '-' | ' '))
         .map(|c| c.to_ascii_uppercase())
-        .collect()
+        .collect();
+    (normalized.len() == CLAIM_CODE_CHARS && is_label_text(&normalized)).then_some(normalized)
 }
 
 /// Claims a device for `user_id` with the serial and claim code from its label.
@@ -314,20 +382,17 @@ pub async fn claim(
         });
     }
 
-    // A serial with a control character is on no label of ours, and PostgreSQL refuses a NUL
-    // in a query outright: such a serial is answered as a wrong one (and counted as a failed
-    // claim) without asking the database, instead of becoming a 500.
-    let serial = serial.trim().to_ascii_uppercase();
-    let device = if serial.chars().any(char::is_control) {
-        None
-    } else {
-        devices::Entity::find()
+    // A serial or code that is on no label is answered as a wrong one, and counted as a
+    // failed claim, without asking the database.
+    let device = match (label_serial(serial), normalize_claim_code(claim_code)) {
+        (Some(serial), Some(code)) => devices::Entity::find()
             .filter(devices::Column::Serial.eq(serial))
             .one(db)
             .await?
+            .filter(|device| device.claim_code_hash == digest(code)),
+        _ => None,
     };
-    let code_hash = digest(normalize_claim_code(claim_code));
-    let Some(device) = device.filter(|d| d.claim_code_hash == code_hash) else {
+    let Some(device) = device else {
         claim_failures::Entity::insert(claim_failures::ActiveModel {
             user_id: Set(user_id),
             failed_at: Set(now),
@@ -500,7 +565,49 @@ mod tests {
 
     #[test]
     fn claim_codes_forgive_case_and_separators() {
-        assert_eq!(normalize_claim_code("abcd-efgh ijkl"), "ABCDEFGHIJKL");
+        assert_eq!(
+            normalize_claim_code("abcd-efgh jkmn pqrs-tvwx").as_deref(),
+            Some("ABCDEFGHJKMNPQRSTVWX")
+        );
+    }
+
+    #[test]
+    fn the_label_rules_the_spec_states_agree_with_what_a_claim_takes() {
+        use crate::service::text::rule_admits;
+        for sample in [
+            "SN7KQ2M9XH4PZT",
+            "sn7kq2m9xh4pzt",
+            "SN7KQ2M9XH4PZ",
+            "SN7KQ2M9XH4PZTX",
+            "SN7KQ2M9XH4PZI",
+            "XX7KQ2M9XH4PZT",
+            "SN7KQ2M9XH4P\u{0}T",
+            "no-such-serial",
+        ] {
+            assert_eq!(
+                rule_admits(&SERIAL_RULE, sample),
+                label_serial(sample).is_some(),
+                "{sample:?}"
+            );
+        }
+        // White space around a serial is forgiven, though the pattern leaves it out.
+        assert!(label_serial(" SN7KQ2M9XH4PZT ").is_some());
+        for sample in [
+            "4HX9K2M7QPZT3VNB8WRC",
+            "4hx9-k2m7-qpzt-3vnb-8wrc",
+            "4HX9 K2M7 QPZT 3VNB 8WRC",
+            "4HX9K2M7QPZT3VNB8WR",
+            "4HX9K2M7QPZT3VNB8WRCC",
+            "4HX9K2M7QPZT3VNB8WRO",
+            "4HX9K2M7QPZT3VNB8WR\u{0}",
+            "not-the-code",
+        ] {
+            assert_eq!(
+                rule_admits(&CLAIM_CODE_RULE, sample),
+                normalize_claim_code(sample).is_some(),
+                "{sample:?}"
+            );
+        }
     }
 
     #[test]
@@ -508,5 +615,45 @@ mod tests {
         let label = random_label(1_000);
         assert!(label.bytes().all(|b| LABEL_ALPHABET.contains(&b)));
         assert!(!label.contains(['I', 'L', 'O', 'U']));
+    }
+
+    #[test]
+    fn the_name_rules_the_spec_states_agree_with_the_name_parsers_in_the_first_plane() {
+        use crate::service::text::rule_admits;
+        for sample in [
+            "Living room",
+            " Bedroom ",
+            "名",
+            "",
+            "  ",
+            &"n".repeat(64),
+            &"n".repeat(65),
+            &format!("{} ", "n".repeat(64)),
+            "a\u{0}b",
+            "a\nb",
+            "a\u{202E}b",
+            "a\u{00AD}b",
+        ] {
+            assert_eq!(
+                rule_admits(&DEVICE_NAME_RULE, sample),
+                DeviceName::parse(sample).is_ok(),
+                "{sample:?}"
+            );
+        }
+        for sample in [
+            "thermo-2",
+            "a.b_c",
+            "",
+            &"m".repeat(64),
+            &"m".repeat(65),
+            "thermo 2",
+            "thermé",
+        ] {
+            assert_eq!(
+                rule_admits(&MODEL_NAME_RULE, sample),
+                ModelName::parse(sample).is_ok(),
+                "{sample:?}"
+            );
+        }
     }
 }

@@ -4,6 +4,17 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
+use super::text::TextRule;
+
+/// What [`random_token`] makes, as the spec states it for the tokens clients send back (bind
+/// tickets): anything else is no token of ours, and is answered as an unknown one.
+pub const TOKEN_RULE: TextRule = TextRule {
+    min_chars: 43,
+    max_chars: 43,
+    pattern: Some("^[A-Za-z0-9_-]*$"),
+    description: "43 characters of URL-safe base64, as issued.",
+};
+
 /// 256 random bits from the OS, URL-safe base64 (43 characters).
 pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
@@ -29,6 +40,7 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
         assert_ne!(a, random_token());
+        assert!(crate::service::text::rule_admits(&TOKEN_RULE, &a));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::passwords::PasswordHasher;
+use super::text::{DISPLAYED_NAME_PATTERN, TextRule};
 use crate::entity::users::{self, Role};
 
 /// Why an account could not be created.
@@ -33,6 +34,32 @@ impl From<DbErr> for UserError {
     }
 }
 
+/// [`Username`]'s rule, as the spec states it.
+pub const USERNAME_RULE: TextRule = TextRule {
+    min_chars: 3,
+    max_chars: 32,
+    pattern: Some("^[A-Za-z0-9_.-]*$"),
+    description: "3–32 of `a-z A-Z 0-9 _ . -`; case-insensitive, stored lower-case.",
+};
+
+/// [`Password`]'s rule, as the spec states it: the pattern asks for one character that is not
+/// a digit; that the password is not the username no pattern can say.
+pub const PASSWORD_RULE: TextRule = TextRule {
+    min_chars: 8,
+    max_chars: 128,
+    pattern: Some("[^0-9]"),
+    description: "8–128 characters, not only digits, and not the username in any case (which \
+         the pattern cannot say).",
+};
+
+/// [`Nickname`]'s rule, as the spec states it.
+pub const NICKNAME_RULE: TextRule = TextRule {
+    min_chars: 1,
+    max_chars: 32,
+    pattern: Some(DISPLAYED_NAME_PATTERN),
+    description: concat!("1–32 characters. ", crate::displayed_name_characters!()),
+};
+
 /// A username that follows the rules: 3–32 of `a-z 0-9 _ . -`, stored lower-case.
 ///
 /// Only ASCII letters are folded, so look-alikes such as the Kelvin sign (`K`, which Unicode
@@ -44,7 +71,7 @@ impl Username {
     pub fn parse(raw: &str) -> Result<Username, UserError> {
         let lowered = raw.to_ascii_lowercase();
         let length = lowered.chars().count();
-        if !(3..=32).contains(&length) {
+        if !(USERNAME_RULE.min_chars..=USERNAME_RULE.max_chars).contains(&length) {
             return Err(UserError::InvalidUsername(
                 "must be 3 to 32 characters long",
             ));
@@ -79,7 +106,7 @@ impl Password {
     pub fn parse(raw: SecretString, username: &Username) -> Result<Password, UserError> {
         let text = raw.expose_secret();
         let length = text.chars().count();
-        if !(8..=128).contains(&length) {
+        if !(PASSWORD_RULE.min_chars..=PASSWORD_RULE.max_chars).contains(&length) {
             return Err(UserError::WeakPassword("must be 8 to 128 characters long"));
         }
         if text.chars().all(|c| c.is_ascii_digit()) {
@@ -103,7 +130,9 @@ pub struct Nickname(String);
 impl Nickname {
     pub fn parse(raw: &str) -> Result<Nickname, UserError> {
         let length = raw.chars().count();
-        if !(1..=32).contains(&length) || raw.trim().is_empty() {
+        if !(NICKNAME_RULE.min_chars..=NICKNAME_RULE.max_chars).contains(&length)
+            || raw.trim().is_empty()
+        {
             return Err(UserError::InvalidNickname("must be 1 to 32 characters"));
         }
         if raw.chars().any(super::text::is_hidden_or_control) {
@@ -358,5 +387,88 @@ mod tests {
     fn the_username_in_any_case_is_a_weak_password() {
         let user = Username::parse("alice.smith").unwrap();
         assert!(Password::parse(secret("ALICE.Smith"), &user).is_err());
+    }
+
+    #[test]
+    fn the_username_rule_the_spec_states_agrees_with_the_username_parser() {
+        for sample in [
+            "alice",
+            "Al_ice.9-x",
+            "ab",
+            "abc",
+            &"a".repeat(32),
+            &"a".repeat(33),
+            "al ice",
+            "alicé",
+            "\u{212A}elvin",
+            "名字名",
+            "bob@x",
+            "al\0ice",
+        ] {
+            assert_eq!(
+                crate::service::text::rule_admits(&USERNAME_RULE, sample),
+                Username::parse(sample).is_ok(),
+                "{sample:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_password_rule_the_spec_states_agrees_with_the_password_parser_but_for_the_username() {
+        let user = Username::parse("alice.smith").unwrap();
+        for sample in [
+            "correct horse",
+            "12345678",
+            "1234567a",
+            "short1a",
+            "密码密码密码密码",
+            "密码密码密码密",
+            &"x".repeat(128),
+            &"x".repeat(129),
+            "\0\0\0\0\0\0\0\0",
+        ] {
+            assert_eq!(
+                crate::service::text::rule_admits(&PASSWORD_RULE, sample),
+                Password::parse(secret(sample), &user).is_ok(),
+                "{sample:?}"
+            );
+        }
+        assert!(crate::service::text::rule_admits(
+            &PASSWORD_RULE,
+            "ALICE.Smith"
+        ));
+        assert!(Password::parse(secret("ALICE.Smith"), &user).is_err());
+    }
+
+    #[test]
+    fn the_nickname_rule_the_spec_states_agrees_with_the_nickname_parser_in_the_first_plane() {
+        for sample in [
+            "Alice",
+            "小明",
+            " a ",
+            "😀",
+            "",
+            "   ",
+            "\u{3000}",
+            &"名".repeat(32),
+            &"名".repeat(33),
+            "a\u{0}b",
+            "a\tb",
+            "evil\u{202E}gnp.exe",
+            "a\u{200B}b",
+            "a\u{FEFF}",
+        ] {
+            assert_eq!(
+                crate::service::text::rule_admits(&NICKNAME_RULE, sample),
+                Nickname::parse(sample).is_ok(),
+                "{sample:?}"
+            );
+        }
+        // A tag character: refused, and said so only in words.
+        assert!(crate::service::text::rule_admits(
+            &NICKNAME_RULE,
+            "a\u{E0041}"
+        ));
+        assert!(Nickname::parse("a\u{E0041}").is_err());
     }
 }

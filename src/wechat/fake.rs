@@ -23,6 +23,7 @@ use rand::distr::Alphanumeric;
 use serde_json::{Value, json};
 
 use super::crypto::encrypt_user_info;
+use crate::service::text::TextRule;
 
 /// The app secret the fake accepts; the client uses it in development mode. It guards
 /// nothing: the fake only runs where there are no real users.
@@ -45,6 +46,14 @@ const MAX_FAULT_DELAY_MS: u64 = 60_000;
 
 /// The longest openid or unionid a caller may choose.
 const MAX_ID_CHARS: usize = 128;
+
+/// An openid or unionid a caller chooses, as the development spec states it.
+pub const WECHAT_ID_RULE: TextRule = TextRule {
+    min_chars: 1,
+    max_chars: MAX_ID_CHARS,
+    pattern: Some(r"^[\u0021-\u007E]*$"),
+    description: "1–128 printable ASCII characters (no spaces).",
+};
 
 /// The fake's memory: one per app.
 pub struct Fake {
@@ -354,8 +363,8 @@ fn wechat_error(errcode: i64) -> Value {
 }
 
 fn checked_id(field: &str, value: String) -> Result<String, FakeError> {
-    let fits = !value.is_empty()
-        && value.chars().count() <= MAX_ID_CHARS
+    let fits = (WECHAT_ID_RULE.min_chars..=WECHAT_ID_RULE.max_chars)
+        .contains(&value.chars().count())
         && value.chars().all(|c| c.is_ascii_graphic());
     if fits {
         Ok(value)
@@ -549,5 +558,24 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.status, StatusCode::NOT_FOUND);
         assert_eq!(err.code, "unknown_openid");
+    }
+
+    #[test]
+    fn the_id_rule_the_development_spec_states_agrees_with_the_fake() {
+        for sample in [
+            "o-swagger-explorer",
+            "",
+            "a b",
+            "é",
+            &"o".repeat(128),
+            &"o".repeat(129),
+            "o\u{0}",
+        ] {
+            assert_eq!(
+                crate::service::text::rule_admits(&WECHAT_ID_RULE, sample),
+                checked_id("openid", sample.to_owned()).is_ok(),
+                "{sample:?}"
+            );
+        }
     }
 }

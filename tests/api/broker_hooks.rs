@@ -328,3 +328,27 @@ async fn a_rotated_password_is_refused_at_once_and_the_new_one_accepted() {
     let response = rotate_mqtt_password(&app, &admin, "null,null").await;
     assert_error(response, 404, "device_not_found").await;
 }
+
+#[tokio::test]
+async fn a_hook_field_that_is_not_a_string_is_400_invalid_request_not_a_deny() {
+    let app = hooks_app().await;
+    let device = "0b6e7a52-3c1f-4d1e-9b7a-2f4a1c9d8e01";
+    for (path, body) in [
+        (
+            "/api/v1/mqtt/auth",
+            json!({"clientid": device, "username": device, "password": 12345678}),
+        ),
+        (
+            "/api/v1/mqtt/acl",
+            json!({
+                "clientid": device,
+                "username": device,
+                "topic": format!("devices/{device}/telemetry"),
+                "action": false,
+            }),
+        ),
+    ] {
+        let response = emqx(&app, path, SECRET, body).await;
+        assert_error(response, 400, "invalid_request").await;
+    }
+}

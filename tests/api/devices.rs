@@ -307,6 +307,33 @@ async fn a_device_can_be_renamed_by_its_owner() {
 }
 
 #[tokio::test]
+async fn a_device_name_is_at_most_64_characters_as_sent_even_when_white_space_would_be_trimmed() {
+    let app = spawn_app().await;
+    let (token, devices) = owner_with_devices(&app, 1).await;
+    let path = format!("/api/v1/devices/{}", devices[0].device_id);
+    for name in [
+        format!("{} ", "n".repeat(64)),
+        format!(" {}", "名".repeat(64)),
+    ] {
+        let response = app
+            .authed_json(Method::PATCH, &path, &token, &json!({ "name": name }))
+            .await;
+        assert_error(response, 422, "invalid_device_name").await;
+    }
+    let response = app
+        .authed_json(
+            Method::PATCH,
+            &path,
+            &token,
+            &json!({ "name": format!(" {} ", "n".repeat(62)) }),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let renamed: Value = response.json().await.unwrap();
+    assert_eq!(renamed["name"], "n".repeat(62));
+}
+
+#[tokio::test]
 async fn a_device_clock_set_in_the_future_cannot_carry_a_reading_to_the_next_owner() {
     let app = spawn_app().await;
     let (first, devices) = owner_with_devices(&app, 1).await;

@@ -41,6 +41,29 @@ async fn a_405_lists_every_method_of_a_templated_path() {
 }
 
 #[tokio::test]
+async fn a_literal_path_segment_wins_over_a_parameter_for_the_allow_header() {
+    let app = spawn_app().await;
+    for method in [
+        reqwest::Method::OPTIONS,
+        reqwest::Method::GET,
+        reqwest::Method::PUT,
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.url("/api/v1/devices/claim"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers()["allow"],
+            "POST",
+            "{method} /api/v1/devices/claim names the claim operation, not a device"
+        );
+        assert_error(response, 405, "method_not_allowed").await;
+    }
+}
+
+#[tokio::test]
 async fn a_body_over_64_kib_with_a_length_is_413() {
     let app = spawn_app().await;
     let body = vec![b'x'; 64 * 1024 + 1];

@@ -230,6 +230,27 @@ async fn malformed_json_to_the_fake_is_400_invalid_request() {
 }
 
 #[tokio::test]
+async fn a_body_the_fakes_schema_refuses_is_400_even_where_serde_would_read_it() {
+    let app = spawn_app().await;
+    // A JSON array reads as a struct's fields in order; the schema asks for an object.
+    for body in [json!([null, null]), json!(["o-array", "u-array"]), json!(5)] {
+        let response = app.post_json("/dev/wechat/codes", &body).await;
+        assert_error(response, 400, "invalid_request").await;
+    }
+    let response = app
+        .post_raw("/dev/wechat/codes", "application/json", "null")
+        .await;
+    assert_error(response, 400, "invalid_request").await;
+    let null_fields = app
+        .post_json(
+            "/dev/wechat/codes",
+            &json!({"openid": null, "unionid": null}),
+        )
+        .await;
+    assert_eq!(null_fields.status().as_u16(), 200);
+}
+
+#[tokio::test]
 async fn an_errcode_fault_does_not_use_up_the_code() {
     let app = spawn_app().await;
     let (code, openid) = app.mint_code_with(json!({})).await;
